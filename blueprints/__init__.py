@@ -1,0 +1,1 @@
+"""HTTP entry points, one module per area. Views parse, call a service, shape the reply."""

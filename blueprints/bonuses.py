@@ -1,0 +1,7 @@
+"""bonuses over HTTP."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+blp = Blueprint("bonuses", __name__, url_prefix="/api/v1", description="bonuses")

@@ -1,0 +1,54 @@
+"""Operations at the root: /health and /stats (/metrics comes from the exporter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from blueprints.common import auth_required
+from messaging.health import check_broker
+from observability import sample_totals
+from services import operations
+
+blp = Blueprint("operations", __name__)
+
+
+@blp.get("/health")
+def health() -> ResponseReturnValue:
+    """200 while the database answers; "degraded" if only the cache or broker is down."""
+    checks = {
+        "database": operations.check_database(),
+        "cache": operations.check_cache(),
+        "broker": operations.check_with(lambda: check_broker(current_app.config["RABBITMQ_URL"])),
+    }
+    if checks["database"]["status"] != "ok":
+        status, code = "down", 503
+    elif any(check["status"] != "ok" for check in checks.values()):
+        status, code = "degraded", 503
+    else:
+        status, code = "ok", 200
+    response = jsonify({"status": status, "checks": checks})
+    response.status_code = code
+    if code == 503:
+        response.headers["Retry-After"] = "10"
+    return response
+
+
+@blp.get("/stats")
+@auth_required("staff")
+def stats() -> ResponseReturnValue:
+    """Request counts, cache hits and misses, and message counts, across all processes."""
+    requests: dict[str, dict[str, int]] = {}
+    for (endpoint, status), count in sample_totals(
+        "carhub_http_request_duration_seconds_count", "endpoint", "status"
+    ).items():
+        requests.setdefault(endpoint or "unknown", {})[status] = int(count)
+    cache_lookups = sample_totals("carhub_cache_lookups_total", "result")
+    body: dict[str, Any] = {
+        "requests": requests,
+        "cache": {"hits": int(cache_lookups.get(("hit",), 0)), "misses": int(cache_lookups.get(("miss",), 0))},
+        "events": operations.message_counts(),
+    }
+    return jsonify(body)

@@ -1,0 +1,7 @@
+"""orders over HTTP."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+blp = Blueprint("orders", __name__, url_prefix="/api/v1", description="orders")

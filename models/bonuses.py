@@ -1,0 +1,1 @@
+"""bonuses: tables (to be filled by the bonuses work)."""

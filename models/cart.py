@@ -1,0 +1,1 @@
+"""cart: tables (to be filled by the cart work)."""

@@ -1,0 +1,1 @@
+"""catalogue: tables (to be filled by the catalogue work)."""

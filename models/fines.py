@@ -1,0 +1,1 @@
+"""fines: tables (to be filled by the fines work)."""

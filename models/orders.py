@@ -1,0 +1,1 @@
+"""orders: tables (to be filled by the orders work)."""

@@ -1,0 +1,1 @@
+"""payments: tables (to be filled by the payments work)."""

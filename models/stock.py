@@ -1,0 +1,1 @@
+"""stock: tables (to be filled by the stock work)."""

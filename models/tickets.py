@@ -1,0 +1,1 @@
+"""tickets: tables (to be filled by the tickets work)."""

@@ -1,0 +1,1 @@
+"""bonuses on the wire."""

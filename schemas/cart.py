@@ -1,0 +1,1 @@
+"""cart on the wire."""

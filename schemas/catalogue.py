@@ -1,0 +1,1 @@
+"""catalogue on the wire."""

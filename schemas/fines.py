@@ -1,0 +1,1 @@
+"""fines on the wire."""

@@ -1,0 +1,1 @@
+"""payments on the wire."""

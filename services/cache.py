@@ -1,0 +1,115 @@
+"""Read-through cache with explicit keys, invalidated by services after commit.
+
+A plain "delete after commit" leaves a race: a reader that loaded the old row just
+before the commit stores it just after the delete. So an invalidation writes a short
+tombstone instead, and readers only fill an empty key (``add``), never over a
+tombstone. Both the web workers and the consumer invalidate through here, so no read
+after a successful write returns the old value, in any process.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from prometheus_client import Counter
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+
+from extensions import cache, db
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+TOMBSTONE = "__carhub_invalidated__"
+TOMBSTONE_SECONDS = 5
+
+CACHE_LOOKUPS = Counter("carhub_cache_lookups", "Cache lookups by result", ["result"])
+
+
+def cached(key: str, load: Callable[[], T | None], timeout: int | None = None) -> T | None:
+    """Return the cached value of ``key`` or load it (a ``None`` load is not cached)."""
+    try:
+        value = cache.get(key)
+    except Exception:  # noqa: BLE001 - a cache outage must not fail a read
+        value = None
+    if value is not None and value != TOMBSTONE:
+        CACHE_LOOKUPS.labels("hit").inc()
+        return value
+    CACHE_LOOKUPS.labels("miss").inc()
+    loaded = load()
+    if loaded is not None and value != TOMBSTONE:
+        with _cache_outage_logged("fill"):
+            cache.add(key, loaded, timeout=timeout)
+    return loaded
+
+
+def cached_in_generation(namespace: str, key: str, load: Callable[[], T], timeout: int | None = None) -> T:
+    """Cache ``load()`` under the namespace's current generation.
+
+    For results that many writes touch (lists): a write starts a new generation
+    instead of finding every key. A reader that loaded before the write stores under
+    the old generation, which nobody reads again, so there is no stale window.
+    """
+    generation = _generation(namespace)
+    return cached(f"{namespace}:{generation}:{key}", load, timeout)  # type: ignore[return-value]
+
+
+def bump_after_commit(namespace: str) -> None:
+    """Start a new generation of ``namespace`` once the transaction has committed."""
+    pending: set[str] = db.session.info.setdefault("cache_generations", set())
+    pending.add(namespace)
+
+
+def _generation(namespace: str) -> str:
+    key = f"{namespace}:generation"
+    try:
+        generation = cache.get(key)
+        if generation is None:
+            cache.add(key, uuid.uuid4().hex, timeout=0)
+            generation = cache.get(key)
+    except Exception:  # noqa: BLE001
+        generation = None
+    return generation or uuid.uuid4().hex  # no cache: a generation nobody shares
+
+
+def invalidate_after_commit(*keys: str) -> None:
+    """Drop ``keys`` from the cache once the current transaction has committed."""
+    pending: set[str] = db.session.info.setdefault("cache_invalidations", set())
+    pending.update(keys)
+
+
+def invalidate_now(*keys: str) -> None:
+    for key in keys:
+        with _cache_outage_logged("invalidate"):
+            cache.set(key, TOMBSTONE, timeout=TOMBSTONE_SECONDS)
+
+
+def new_generation_now(*namespaces: str) -> None:
+    for namespace in namespaces:
+        with _cache_outage_logged("invalidate"):
+            cache.set(f"{namespace}:generation", uuid.uuid4().hex, timeout=0)
+
+
+@contextmanager
+def _cache_outage_logged(action: str) -> Iterator[None]:
+    """A cache outage must not fail the request: reads fall through to the database."""
+    try:
+        yield
+    except Exception:
+        log.warning("cache unavailable during %s", action, exc_info=True)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _invalidate_committed(session: Session) -> None:
+    invalidate_now(*session.info.pop("cache_invalidations", ()))
+    new_generation_now(*session.info.pop("cache_generations", ()))
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_invalidations(session: Session) -> None:
+    session.info.pop("cache_invalidations", None)
+    session.info.pop("cache_generations", None)

@@ -1,0 +1,19 @@
+"""Rows that exist from the start (the ``main`` warehouse, the catalogue, ...).
+
+Run by ``flask seed`` after migrations (``make run``, compose's migrate job) and by
+the tests after they empty the tables. Idempotent: each area adds its seeder here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from extensions import db
+
+SEEDERS: list[Callable[[], None]] = []
+
+
+def seed() -> None:
+    for seeder in SEEDERS:
+        seeder()
+    db.session.commit()

@@ -1,7 +1,9 @@
 """Metrics and request counts that stay right with several gunicorn workers.
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set (``make run`` and compose set it) every worker
-writes its samples to files there and any worker can report the sum of all of them.
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``make run`` and compose set it) every process
+writes its samples to files there and any worker reports the sum of all of them. In
+one process (tests, ``flask run``) each app gets a registry of its own, so building
+several apps in one process (the test suite does) counts each one's requests.
 """
 
 from __future__ import annotations
@@ -9,21 +11,28 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from flask import Flask
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from flask import Flask, current_app
+from prometheus_client import CollectorRegistry, Counter, multiprocess
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
-_metrics: PrometheusMetrics | None = None
+PREFIX = "carhub"
+
+# carhub's own counters; every app registry shows them.
+CACHE_LOOKUPS = Counter(f"{PREFIX}_cache_lookups", "Cache lookups by result", ["result"])
+APP_COLLECTORS = (CACHE_LOOKUPS,)
 
 
 def init_metrics(app: Flask) -> None:
     """Serve ``/metrics`` and count requests by endpoint and status."""
-    global _metrics
-    if _metrics is None:
-        factory = GunicornInternalPrometheusMetrics if multiprocess_dir() else PrometheusMetrics
-        _metrics = factory.for_app_factory(group_by="endpoint", defaults_prefix="carhub")
-    _metrics.init_app(app)
+    if multiprocess_dir():
+        GunicornInternalPrometheusMetrics(app, group_by="endpoint", defaults_prefix=PREFIX)
+        return
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in APP_COLLECTORS:
+        registry.register(collector)
+    PrometheusMetrics(app, registry=registry, group_by="endpoint", defaults_prefix=PREFIX)
+    app.extensions["carhub_metrics_registry"] = registry
 
 
 def multiprocess_dir() -> str | None:
@@ -35,7 +44,7 @@ def registry() -> CollectorRegistry:
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected)
         return collected
-    return REGISTRY
+    return current_app.extensions["carhub_metrics_registry"]
 
 
 def sample_totals(metric: str, *labels: str) -> dict[tuple[str, ...], float]:

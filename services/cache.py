@@ -15,19 +15,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from prometheus_client import Counter
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from extensions import cache, db
+from observability import CACHE_LOOKUPS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 TOMBSTONE = "__carhub_invalidated__"
 TOMBSTONE_SECONDS = 5
-
-CACHE_LOOKUPS = Counter("carhub_cache_lookups", "Cache lookups by result", ["result"])
 
 
 def cached(key: str, load: Callable[[], T | None], timeout: int | None = None) -> T | None:

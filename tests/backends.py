@@ -42,10 +42,9 @@ class PostgresDatabase:
     name: str
 
     @classmethod
-    def create(cls) -> PostgresDatabase:
+    def create(cls, name: str = f"carhub_{SESSION_TAG}") -> PostgresDatabase:
         import psycopg
 
-        name = f"carhub_{SESSION_TAG}"
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         parts = urlsplit(PG_ADMIN_URL)

@@ -1,0 +1,68 @@
+"""/health, /stats, /metrics, /docs and /openapi.json."""
+
+from __future__ import annotations
+
+
+def test_health_reports_each_dependency(client, backend):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "cache", "broker"}
+    assert body["checks"]["database"]["backend"] == ("sqlite" if backend == "embedded" else "postgresql")
+    assert body["checks"]["cache"]["backend"] == ("FileSystemCache" if backend == "embedded" else "RedisCache")
+    assert body["checks"]["database"]["outbox_backlog"] == 0
+
+
+def test_health_is_degraded_when_the_cache_is_down(app):
+    from app import create_app
+
+    broken = create_app(
+        {
+            **{key: app.config[key] for key in app.config if key.isupper()},
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+    )
+    response = broken.test_client().get("/health")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["cache"]["status"] == "down"
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_stats_counts_requests_and_cache_lookups_for_staff(staff, customer, anonymous):
+    car = staff.post("/api/v1/cars", json={"vin": "WVWZZZ1JZXW000001", "make": "VW", "model": "Golf", "year": 1999})
+    before = staff.get("/stats").get_json()
+    for _ in range(3):
+        customer.get(f"/api/v1/cars/{car.get_json()['id']}")
+    after = staff.get("/stats").get_json()
+    counted = lambda stats: stats["requests"].get("cars.Car", {}).get("200", 0)  # noqa: E731
+    assert counted(after) - counted(before) == 3
+    assert after["cache"]["hits"] - before["cache"]["hits"] >= 2
+    assert after["events"]["unpublished"] >= 1
+    assert customer.get("/stats").status_code == 403
+    assert anonymous.get("/stats").status_code == 401
+
+
+def test_metrics_is_prometheus_text(client):
+    client.get("/health")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    text = response.get_data(as_text=True)
+    assert "carhub_http_request_duration_seconds_count" in text
+    assert "carhub_cache_lookups_total" in text
+
+
+def test_openapi_is_generated_from_the_schemas(client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    car = spec["components"]["schemas"]["Car"]
+    assert {"vin", "make", "model", "year"} <= set(car["required"])
+    assert "/api/v1/cars/{car_id}" in spec["paths"]
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert b"swagger" in docs.data.lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, Response, g, json, request
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -30,6 +31,7 @@ from blueprints import (
 from config import INSTANCE_DIR, Settings
 from extensions import api, cache, db, jwt, limiter, migrate
 from observability import init_metrics
+from schemas.common import schema_name
 from services.errors import DomainError
 from tracing import configure_logging, new_request_id, request_id_var
 
@@ -54,7 +56,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     cache.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)
-    api.init_app(app)
+    api.init_app(app, spec_kwargs={"marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=schema_name)})
     for module in BLUEPRINTS:
         api.register_blueprint(module.blp)
     app.register_blueprint(operations.blp)

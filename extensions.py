@@ -15,6 +15,8 @@ from sqlalchemy import Engine, MetaData
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import DeclarativeBase
 
+from schemas.common import ProblemSchema
+
 # Named constraints let Alembic's batch mode rebuild SQLite tables and let migrations
 # drop a constraint by name on PostgreSQL.
 NAMING_CONVENTION = {
@@ -35,7 +37,15 @@ migrate = Migrate()
 cache = Cache()
 jwt = JWTManager()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
-api = Api()
+
+
+class ProblemApi(Api):
+    """flask-smorest, documenting errors as the problem+json carhub really returns."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+
+api = ProblemApi()
 
 
 @sa_event.listens_for(Engine, "connect")

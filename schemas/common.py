@@ -7,6 +7,15 @@ from functools import cache
 from marshmallow import Schema, fields, validate
 
 
+def schema_name(schema: type[Schema] | Schema) -> str:
+    """OpenAPI component names: ``CarSchema`` → ``Car``, ``CarSchema(partial=True)`` → ``CarPatch``."""
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__.removesuffix("Schema")
+    if not isinstance(schema, type) and schema.partial:
+        name += "Patch"
+    return name
+
+
 class StrictSchema(Schema):
     """HTTP input is strict: unknown fields are an error (marshmallow's default, kept)."""
 

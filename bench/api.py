@@ -1,0 +1,274 @@
+"""GET /api/v1/cars/{id}, cached and uncached, against a bare Flask endpoint.
+
+Run: ``.venv/bin/python -m bench.api`` (PostgreSQL and Redis of this machine; about a
+minute). It makes a database of its own (``carhub_bench_<pid>``) and a Redis key
+prefix of its own, and drops both at the end. Three gunicorns run with the SAME
+settings: the bare app (``bench/bare_app.py``), carhub as deployed (Redis cache), and
+carhub with ``CACHE_TYPE=NullCache`` (every read goes to PostgreSQL). A staff user
+creates one car; then each target is warmed up and loaded for ``--duration`` seconds
+in turn, in the same run, by the same load generator. It prints requests/s, p50, p99,
+the ratio of each to the bare endpoint and whether the goal (cached >= 0.6x bare) held.
+
+Why a ratio: absolute numbers on a shared 2-core machine say little; the bare endpoint
+measured in the same minute is the ceiling a Flask app under these gunicorn settings
+can reach here, so the ratio is what carhub's own work costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from bench.harness import ROOT, GunicornSettings, LoadResult, Server, available_tool, format_table, ratio, serve
+
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+GOAL = 0.6
+STAFF_EMAIL = "bench-staff@carhub.example"
+STAFF_PASSWORD = "bench-staff-password"  # a throwaway user in a throwaway database
+CAR = {
+    "vin": "WVWZZZ1JZXW000001",
+    "make": "Volkswagen",
+    "model": "Golf",
+    "year": 2019,
+    "license_plate": "B-CH 1234",
+    "color": "blue",
+    "mileage_km": 42000,
+    "price": "15990.00",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tag = f"carhub_bench_{os.getpid()}"
+    settings = GunicornSettings(workers=args.workers, threads=args.threads, access_log=args.access_log)
+    print(f"bench.api: {settings.describe()}, load by {args.tool or available_tool()}, {args.connections} connections,")
+    phases = f"{args.duration:g}s per phase after {args.warmup:g}s warm-up, {args.rounds} round(s)"
+    print(f"  {phases}; cores: {os.cpu_count()}")
+
+    database_url = create_database(tag)
+    prefix = f"{tag}:"
+    try:
+        prepare_schema(database_url, prefix)
+        results = run(args, settings, database_url, prefix)
+    finally:
+        drop_database(tag)
+        forget_redis_keys(prefix)
+
+    print()
+    print(format_table(results, baseline="bare"))
+    summary = summarise(results)
+    print()
+    for label, value in summary["ratios"].items():
+        print(f"{label}: {value:.2f}x bare (median of {args.rounds} round(s))")
+    verdict = "met" if summary["ratios"].get("cars cached", 0) >= GOAL else "MISSED"
+    print(f"goal cached >= {GOAL}x bare: {verdict}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"settings": vars_of(args), **summary}, indent=2, default=str))
+        print(f"results written to {args.json}")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each phase (default 2)")
+    parser.add_argument("--connections", type=int, default=4, help="concurrent connections (default 4)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for every server (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker; >1 means gthread (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat bare/cached/uncached this many times")
+    parser.add_argument("--tool", choices=("wrk", "python"), help="load generator (default: wrk if installed)")
+    parser.add_argument("--access-log", action="store_true", help="keep gunicorn's access log on (off by default)")
+    parser.add_argument("--json", type=Path, help="also write the results here (e.g. bench/results/api.json)")
+    return parser.parse_args(argv)
+
+
+def vars_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(args: argparse.Namespace, settings: GunicornSettings, database_url: str, prefix: str) -> list[LoadResult]:
+    """Start the three servers side by side, make one car, load each target in turn."""
+    metrics_dir = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+    common = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CACHE_KEY_PREFIX": prefix,
+        "RABBITMQ_URL": None,  # the web process never publishes; /health then skips the broker
+        "SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
+        "CARHUB_ADMIN_EMAIL": None,
+        "CARHUB_ADMIN_PASSWORD": None,
+        "AUTH_RATE_LIMIT": "1000 per second",
+    }
+    results: list[LoadResult] = []
+    with ExitStack() as stack:
+        bare = stack.enter_context(serve("bench.bare_app:create_app()", settings))
+        cached = stack.enter_context(
+            serve("app:create_app()", settings, env={**common, "PROMETHEUS_MULTIPROC_DIR": mkdir(metrics_dir / "c")})
+        )
+        uncached = stack.enter_context(
+            serve(
+                'app:create_app({"CACHE_TYPE": "NullCache"})',
+                settings,
+                env={**common, "PROMETHEUS_MULTIPROC_DIR": mkdir(metrics_dir / "u")},
+            )
+        )
+        token = login(cached)
+        auth = {"Authorization": f"Bearer {token}"}
+        car_id = create_car(cached, auth)
+        path = f"/api/v1/cars/{car_id}"
+        for server in (cached, uncached):
+            status, body = request(server, "GET", path, headers=auth)
+            if status != 200 or body.get("id") != car_id:
+                raise RuntimeError(f"GET {path} on {server.app_spec} answered {status}: {body}")
+        options = {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "connections": args.connections,
+            "tool": args.tool,
+        }
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_ + 1}/{args.rounds}")
+            for label, server, target, headers in (
+                ("bare", bare, "/car", {}),
+                ("cars cached", cached, path, auth),
+                ("cars uncached", uncached, path, auth),
+            ):
+                result = server.load(target, headers=headers, label=label, **options)
+                results.append(result)
+                print(
+                    f"  {label:<14} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                )
+        report_cache_use(cached, uncached, auth)
+    return results
+
+
+def report_cache_use(cached: Server, uncached: Server, auth: dict[str, str]) -> None:
+    """Show that the cached server hit Redis and the uncached one never did."""
+    for name, server in (("cached", cached), ("uncached", uncached)):
+        status, body = request(server, "GET", "/stats", headers=auth)
+        if status == 200:
+            print(f"  {name} server cache lookups: {body.get('cache')}")
+
+
+def summarise(results: list[LoadResult]) -> dict[str, Any]:
+    """Median requests/s ratio to the bare endpoint of the same round, per target."""
+    labels = ("bare", "cars cached", "cars uncached")
+    rounds = [results[i : i + len(labels)] for i in range(0, len(results), len(labels))]
+    ratios: dict[str, float] = {}
+    for index, label in enumerate(labels[1:], start=1):
+        values = sorted(ratio(round_[index], round_[0]) for round_ in rounds if len(round_) == len(labels))
+        if values:
+            ratios[label] = values[len(values) // 2]
+    return {"ratios": ratios, "results": [result.as_dict() for result in results]}
+
+
+def mkdir(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+# ---------------------------------------------------------------- HTTP helpers
+
+
+def request(
+    server: Server, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(server.url(path), data=data, method=method, headers=dict(headers or {}))
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def login(server: Server) -> str:
+    status, body = request(server, "POST", "/api/v1/auth/login", {"email": STAFF_EMAIL, "password": STAFF_PASSWORD})
+    if status != 200:
+        raise RuntimeError(f"login failed with {status}: {body}")
+    return str(body["access_token"])
+
+
+def create_car(server: Server, auth: dict[str, str]) -> str:
+    status, body = request(server, "POST", "/api/v1/cars", CAR, headers=auth)
+    if status != 201:
+        raise RuntimeError(f"creating the car failed with {status}: {body}")
+    return str(body["id"])
+
+
+# ---------------------------------------------------------------- database and Redis
+
+
+def create_database(name: str) -> str:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        sys.exit(f"bench.api needs PostgreSQL at {PG_ADMIN_URL} (BENCH_POSTGRES_URL): {exc}")
+    return urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def prepare_schema(database_url: str, prefix: str) -> None:
+    """Tables from the models (as the tests do) and the staff user who makes the car."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        sys.exit(f"bench.api needs Redis at {REDIS_URL} (BENCH_REDIS_URL): {exc}")
+    os.environ.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, CACHE_KEY_PREFIX=prefix)
+    sys.path.insert(0, str(ROOT))
+    from app import create_app
+    from extensions import db
+    from services import users
+
+    app = create_app({"RABBITMQ_URL": ""})
+    with app.app_context():
+        db.create_all()
+        users.create_user(STAFF_EMAIL, STAFF_PASSWORD, "Bench Staff", role="staff")
+        db.session.commit()
+        db.engine.dispose()
+
+
+def forget_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"bench.api took {time.monotonic() - started:.0f}s")
+    sys.exit(code)

@@ -1,7 +1,48 @@
-"""catalogue over HTTP."""
+"""The priced catalogue: /api/v1/services (read by anyone, edited by staff)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
 from flask_smorest import Blueprint
 
-blp = Blueprint("catalogue", __name__, url_prefix="/api/v1", description="catalogue")
+from blueprints.common import auth_required
+from schemas.catalogue import CatalogueArgsSchema, CatalogueItemPatchSchema, CatalogueItemSchema
+from schemas.common import page_of
+from services import catalogue
+
+blp = Blueprint("catalogue", __name__, url_prefix="/api/v1", description="The priced catalogue of services and parts")
+
+
+@blp.route("/services")
+class Services(MethodView):
+    @blp.arguments(CatalogueArgsSchema, location="query")
+    @blp.response(200, page_of(CatalogueItemSchema))
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The active catalogue, services first (``?kind=part`` for parts only)."""
+        return catalogue.list_items(args["page"], args["size"], kind=args.get("kind"), q=args.get("q")).as_dict()
+
+    @auth_required("staff")
+    @blp.arguments(CatalogueItemSchema)
+    @blp.response(201, CatalogueItemSchema)
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Add a service or part to the catalogue."""
+        item = catalogue.create_item(body)
+        return item, 201, {"Location": url_for("catalogue.Service", code=item["code"])}
+
+
+@blp.route("/services/<code>")
+class Service(MethodView):
+    @blp.response(200, CatalogueItemSchema)
+    def get(self, code: str) -> dict[str, Any]:
+        """One catalogue item by its code."""
+        return catalogue.get_item(code)
+
+    @auth_required("staff")
+    @blp.arguments(CatalogueItemPatchSchema(partial=True))
+    @blp.response(200, CatalogueItemSchema)
+    def patch(self, body: dict[str, Any], code: str) -> dict[str, Any]:
+        """Change a price, a name, or withdraw an item (``active: false``); orders keep their copy."""
+        return catalogue.update_item(code, body)

@@ -1,11 +1,320 @@
-"""bonuses: business operations."""
+"""The bonus (loyalty) account: an append-only ledger and a balance that never goes negative.
+
+Every change is a ledger entry plus a conditional UPDATE of the balance row
+(``... WHERE balance >= :amount`` for anything that takes), so two concurrent spends of
+the whole balance cannot both succeed, and the CHECK constraint catches anything that
+slips past the code. The consumer on ``carhub.bonus`` credits a share of each succeeded
+payment and reverses it on refund; the runtime's inbox dedups each message, and a
+UNIQUE (kind, payment_id) on the ledger dedups each payment, whatever event ids arrive.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
-# routing key -> handler, for the queue this area consumes (see services/handlers.py)
-HANDLERS: dict[str, Callable[[Any], None]] = {}
-# event type -> handler that writes notifications
-NOTIFICATIONS: dict[str, Callable[[Any], None]] = {}
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from extensions import db
+from models.base import ZERO, utcnow
+from models.bonuses import BonusAccount, BonusEntry, PromoCode
+from models.orders import Order
+from models.payments import Payment
+from models.users import User
+from services.errors import Conflict, InsufficientFunds, InvalidInput, InvalidMessage, NotFound
+from services.events import record_event
+from services.notifications import notify
+from services.pagination import paginate
+
+if TYPE_CHECKING:
+    from services.handlers import Event
+
+CENT = Decimal("0.01")
+
+
+def accrual_for(amount: Decimal, rate: Decimal) -> Decimal:
+    """The bonus a payment earns: ``rate`` of it, rounded down to the cent (0.99 → 0.00)."""
+    return (Decimal(amount) * Decimal(rate)).quantize(CENT, rounding=ROUND_DOWN)
+
+
+def balance_of(user_id: str) -> Decimal:
+    balance = db.session.scalar(select(BonusAccount.balance).where(BonusAccount.user_id == user_id))
+    return Decimal(balance if balance is not None else ZERO).quantize(CENT)
+
+
+def account(user_id: str, page: int = 1, size: int = 50) -> dict[str, Any]:
+    """The balance and the ledger, newest first (one page of it)."""
+    query = (
+        select(BonusEntry)
+        .where(BonusEntry.user_id == user_id)
+        .order_by(BonusEntry.created_at.desc(), BonusEntry.id.desc())
+    )
+    entries = paginate(query, page, size)
+    return {
+        "user_id": user_id,
+        "balance": balance_of(user_id),
+        "entries": [entry_snapshot(entry) for entry in entries.items],
+        "page": page,
+        "size": size,
+        "total": entries.total,
+    }
+
+
+def account_for_viewer(user_id: str, viewer_id: str, viewer_is_staff: bool) -> dict[str, Any]:
+    """Staff read anyone's account; a customer only their own (another's is a 404)."""
+    if (not viewer_is_staff and user_id != viewer_id) or db.session.get(User, user_id) is None:
+        raise NotFound(f"bonus account of {user_id} not found")
+    return account(user_id)
+
+
+def entry_snapshot(entry: BonusEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "amount": entry.amount,
+        "reference": entry.reference,
+        "payment_id": entry.payment_id,
+        "order_id": entry.order_id,
+        "unreversed": entry.unreversed,
+        "created_at": entry.created_at,
+    }
+
+
+# --- HTTP use cases ----------------------------------------------------------------------
+
+
+def spend(user_id: str, amount: Decimal, order_id: str | None = None) -> dict[str, Any]:
+    """Take ``amount`` from the balance; against an order it lowers what is left to pay."""
+    amount = Decimal(amount).quantize(CENT)
+    if amount <= 0:
+        raise InvalidInput("spend a positive amount", errors={"amount": ["Must be greater than 0."]})
+    order: Order | None = None
+    if order_id is not None:
+        order = db.session.get(Order, order_id)
+        if order is None or order.user_id != user_id:
+            raise NotFound(f"order {order_id} not found")
+    # The balance first: the conditional UPDATE is the whole concurrency story.
+    if not _take(user_id, amount):
+        db.session.rollback()
+        raise InsufficientFunds(f"the bonus balance is {balance_of(user_id)}, less than {amount}")
+    if order is not None:
+        applied = db.session.execute(
+            update(Order)
+            .where(
+                Order.id == order.id,
+                Order.paid_at.is_(None),
+                Order.status != "cancelled",
+                Order.total - Order.bonus_spent >= amount,
+            )
+            .values(bonus_spent=Order.bonus_spent + amount, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if applied != 1:
+            db.session.rollback()
+            raise Conflict(
+                f"bonus can only be spent on an unpaid, open order, up to what is left to pay ({order.amount_due})"
+            )
+    entry = _entry(user_id, "spend", -amount, reference=order_id, order_id=order_id)
+    db.session.commit()
+    return {"balance": balance_of(user_id), "entry": entry_snapshot(entry)}
+
+
+def apply_promo_code(user_id: str, code: str) -> dict[str, Any]:
+    """Credit a promo code, once per user (the ledger's UNIQUE (user, promo) says once)."""
+    promo = db.session.scalar(select(PromoCode).where(PromoCode.code == normalise_code(code)))
+    if promo is None:
+        raise NotFound(f"promo code {code} not found")
+    used = db.session.scalar(
+        select(BonusEntry.id).where(BonusEntry.user_id == user_id, BonusEntry.promo_code_id == promo.id)
+    )
+    if used is not None:
+        raise Conflict(f"promo code {promo.code} has been used already")
+    _give(user_id, promo.amount)
+    entry = _entry(user_id, "promo", promo.amount, reference=promo.code, promo_code_id=promo.id)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise Conflict(f"promo code {promo.code} has been used already") from exc
+    return {"balance": balance_of(user_id), "entry": entry_snapshot(entry)}
+
+
+def create_promo_code(code: str, amount: Decimal) -> PromoCode:
+    """For ``flask promocodes create``; codes are case-insensitive (stored upper-case)."""
+    code = normalise_code(code)
+    try:
+        amount = Decimal(amount).quantize(CENT)
+    except InvalidOperation as exc:
+        raise InvalidInput("amount must be a number", errors={"amount": ["Not a number."]}) from exc
+    if not code or len(code) > 64:
+        raise InvalidInput("a code is 1 to 64 characters", errors={"code": ["1 to 64 characters."]})
+    if amount <= 0:
+        raise InvalidInput("a promo code credits a positive amount", errors={"amount": ["Must be greater than 0."]})
+    if db.session.scalar(select(PromoCode.id).where(PromoCode.code == code)) is not None:
+        raise Conflict(f"promo code {code} exists already")
+    promo = PromoCode(code=code, amount=amount)
+    db.session.add(promo)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise Conflict(f"promo code {code} exists already") from exc
+    return promo
+
+
+def normalise_code(code: str) -> str:
+    return code.strip().upper()
+
+
+# --- consumer handlers (queue carhub.bonus); they run in the consumer's transaction ------
+
+
+def accrue_for_payment(event: Event) -> None:
+    """``payment.succeeded`` → credit the accrual rate of the amount, once per payment."""
+    payment_id, user_id, amount = _payment_fields(event)
+    if _entry_exists("accrual", payment_id):
+        return  # the same payment under another event id: already credited
+    if db.session.get(Payment, payment_id).status == "refunded":
+        return  # the refund overtook this event: nothing to credit, nothing to reverse
+    bonus = accrual_for(amount, current_app.config.get("BONUS_ACCRUAL_RATE", Decimal("0.01")))
+    if bonus <= 0:
+        return  # 0.99 earns 0.00: no entry, no event
+    _give(user_id, bonus)
+    _entry(user_id, "accrual", bonus, reference=payment_id, payment_id=payment_id, event_id=event.id)
+    record_event(
+        "bonus.accrued",
+        user_id,
+        {
+            "user_id": user_id,
+            "payment_id": payment_id,
+            "order_id": event.data.get("order_id"),
+            "amount": bonus,
+            "balance": balance_of(user_id),
+        },
+    )
+
+
+def reverse_for_refund(event: Event) -> None:
+    """``payment.refunded`` → take the accrual back, as far as the balance allows.
+
+    What was already spent cannot be taken back; the reversal entry records it in
+    ``unreversed`` and the ``bonus.reversed`` event says so.
+    """
+    payment_id, user_id, _ = _payment_fields(event)
+    if _entry_exists("reversal", payment_id):
+        return
+    accrued = db.session.scalar(
+        select(BonusEntry.amount).where(BonusEntry.kind == "accrual", BonusEntry.payment_id == payment_id)
+    )
+    if accrued is None:
+        return  # nothing was credited (rounded to zero, or not yet: the accrual then skips)
+    accrued = Decimal(accrued).quantize(CENT)
+    # Lock the balance row (PostgreSQL; SQLite has one writer) so what we read is what we take.
+    balance = db.session.scalar(select(BonusAccount.balance).where(BonusAccount.user_id == user_id).with_for_update())
+    taken = min(accrued, Decimal(balance or ZERO).quantize(CENT))
+    if taken > 0 and not _take(user_id, taken):
+        raise Conflict("the bonus balance changed under a row lock")  # cannot happen; retried if it does
+    _entry(
+        user_id,
+        "reversal",
+        -taken,
+        reference=payment_id,
+        payment_id=payment_id,
+        unreversed=accrued - taken,
+        event_id=event.id,
+    )
+    record_event(
+        "bonus.reversed",
+        user_id,
+        {
+            "user_id": user_id,
+            "payment_id": payment_id,
+            "amount": taken,
+            "unreversed": accrued - taken,
+            "balance": balance_of(user_id),
+        },
+    )
+
+
+def _payment_fields(event: Event) -> tuple[str, str, Decimal]:
+    """Tolerant reading of the event, but the payment row is the truth for who and how much.
+
+    A payment event naming no payment we know can never apply: dead-letter it.
+    """
+    payment_id = event.data.get("payment_id") or event.subject
+    payment = db.session.get(Payment, str(payment_id)) if payment_id else None
+    if payment is None:
+        raise InvalidMessage(f"{event.type} {event.id}: unknown payment {payment_id!r}")
+    return payment.id, payment.user_id, Decimal(payment.amount).quantize(CENT)
+
+
+# --- the balance row -------------------------------------------------------------------
+
+
+def _ensure_account(user_id: str) -> None:
+    """Create the balance row if missing, without a race (INSERT ... ON CONFLICT DO NOTHING)."""
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    db.session.execute(
+        insert(BonusAccount)
+        .values(user_id=user_id, balance=ZERO, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+
+
+def _give(user_id: str, amount: Decimal) -> None:
+    _ensure_account(user_id)
+    db.session.execute(
+        update(BonusAccount)
+        .where(BonusAccount.user_id == user_id)
+        .values(balance=BonusAccount.balance + amount, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _take(user_id: str, amount: Decimal) -> bool:
+    """Take ``amount`` only if the balance covers it; False if it does not (or no account)."""
+    taken = db.session.execute(
+        update(BonusAccount)
+        .where(BonusAccount.user_id == user_id, BonusAccount.balance >= amount)
+        .values(balance=BonusAccount.balance - amount, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return taken == 1
+
+
+def _entry(user_id: str, kind: str, amount: Decimal, **fields: Any) -> BonusEntry:
+    entry = BonusEntry(user_id=user_id, kind=kind, amount=amount, **fields)
+    db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+def _entry_exists(kind: str, payment_id: str) -> bool:
+    query = select(BonusEntry.id).where(BonusEntry.kind == kind, BonusEntry.payment_id == payment_id)
+    return db.session.scalar(query) is not None
+
+
+# --- event → notification rules (queue carhub.notifications) ---------------------------
+
+
+def _notify_accrued(event: Event) -> None:
+    data = event.data
+    notify(
+        data.get("user_id"),
+        event,
+        f"You earned {data.get('amount')} bonus",
+        f"Your bonus balance is {data.get('balance')}",
+        data.get("payment_id"),
+    )
+
+
+HANDLERS: dict[str, Callable[[Event], None]] = {
+    "payment.succeeded": accrue_for_payment,
+    "payment.refunded": reverse_for_refund,
+}
+NOTIFICATIONS: dict[str, Callable[[Event], None]] = {"bonus.accrued": _notify_accrued}

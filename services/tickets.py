@@ -121,20 +121,20 @@ def list_tickets(viewer: Viewer, filters: TicketFilters, page: int, size: int) -
         return Page(items=[], page=page, size=size, total=total)
     take = min(size, total - offset)
     after = total - offset - take  # rows that follow this page in newest-first order
-    ids_query = select(Ticket.id).where(*conditions)
-    if after < offset:  # nearer the end: seek from the oldest side, then flip
-        ids = list(
-            db.session.scalars(ids_query.order_by(Ticket.created_at.asc(), Ticket.id.asc()).limit(take).offset(after))
-        )
-        ids.reverse()
+    # The page's keys from an index-only scan, read from the nearer end...
+    keys = select(Ticket.id, Ticket.created_at).where(*conditions)
+    if after < offset:
+        keys = keys.order_by(Ticket.created_at.asc(), Ticket.id.asc()).offset(after)
     else:
-        ids = list(
-            db.session.scalars(
-                ids_query.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(take).offset(offset)
-            )
-        )
-    rows = {ticket.id: ticket for ticket in db.session.scalars(select(Ticket).where(Ticket.id.in_(ids)))} if ids else {}
-    items = [snapshot(rows[ticket_id]) for ticket_id in ids if ticket_id in rows]
+        keys = keys.order_by(Ticket.created_at.desc(), Ticket.id.desc()).offset(offset)
+    page_keys = keys.limit(take).subquery("page_keys")
+    # ...then only those rows, by primary key, in one round trip (a deferred join).
+    rows = db.session.execute(
+        select(Ticket.__table__)
+        .join(page_keys, Ticket.id == page_keys.c.id)
+        .order_by(page_keys.c.created_at.desc(), page_keys.c.id.desc())
+    )
+    items = [dict(row) for row in rows.mappings()]
     return Page(items=items, page=page, size=size, total=total)
 
 

@@ -46,3 +46,7 @@ def seed() -> None:
 def register(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(seed)
+    from messaging.cli import COMMANDS as MESSAGING_COMMANDS  # topology, dead-letters
+
+    for command in MESSAGING_COMMANDS:
+        app.cli.add_command(command)

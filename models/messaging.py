@@ -41,6 +41,14 @@ class OutboxMessage(db.Model):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A row the broker returned (unroutable) or nacked waits until then, so it never
+    # blocks the rows behind it and is never marked sent.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Replays: the original bytes go to one queue (through the default exchange)
+    # instead of a new envelope to the topic exchange.
+    destination: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict | None] = mapped_column(JsonDocument)
 
 
 class InboxMessage(db.Model):
@@ -50,3 +58,52 @@ class InboxMessage(db.Model):
     message_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     type: Mapped[str] = mapped_column(String(128), nullable=False)
     processed_at: Mapped[datetime] = created_at_column()
+
+
+class LocalDelivery(db.Model):
+    """Embedded mode only: a message waiting on a queue, as RabbitMQ would hold it.
+
+    The embedded relay turns each outbox row into one row per queue its routing key
+    reaches; the embedded consumer deletes the row in the transaction that applies it,
+    or pushes ``available_at`` back for a retry.
+    """
+
+    __tablename__ = "local_deliveries"
+    __table_args__ = (Index("ix_local_deliveries_ready", "queue", "available_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(128), nullable=False)
+    routing_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    message_id: Mapped[str | None] = mapped_column(String(128))
+    content_type: Mapped[str | None] = mapped_column(String(128))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    available_at: Mapped[datetime] = created_at_column()
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class DeadLetter(db.Model):
+    """A message that can never be applied, or that failed too often, kept for replay.
+
+    With RabbitMQ the worker copies what reaches ``carhub.dlx`` here (the broker queue
+    ``carhub.dead-letters`` keeps its own copy for the management UI); embedded, the
+    consumer writes it directly.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_newest", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    message_id: Mapped[str | None] = mapped_column(String(128))
+    queue: Mapped[str | None] = mapped_column(String(128))
+    routing_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    content_type: Mapped[str | None] = mapped_column(String(128))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    headers: Mapped[dict | None] = mapped_column(JsonDocument)
+    created_at: Mapped[datetime] = created_at_column()
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

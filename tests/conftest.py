@@ -213,3 +213,199 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("suites skipped")
         for what, reason in _skipped.items():
             terminalreporter.write_line(f"{what} suites were skipped: {reason} (start it to run them)")
+
+
+# --- the event backbone: an app on the broker, the real worker, waiting ----------------
+#
+# End-to-end tests over RabbitMQ look like this (mark them broker + slow):
+#
+#     @pytest.mark.broker
+#     @pytest.mark.slow
+#     def test_something(broker_app, broker_client, start_worker, wait_until):
+#         start_worker(broker_app)                      # python consumer.py --single
+#         user = make_user(broker_client, "customer")
+#         user.post("/api/v1/...", json={...})          # commits rows + outbox
+#         wait_until(lambda: <effect visible in the database>, message="the effect")
+#
+# ``start_worker(app)`` also works with the embedded ``app`` fixture (no broker: the
+# worker reads the outbox table); in-process, ``tests.messaging_helpers.drain_outbox``
+# stays the quickest way to run consumers inside an ordinary API test.
+
+
+def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "the condition") -> Any:
+    """Poll ``condition()`` until it returns something truthy (returned), else fail.
+
+    Call it with the app context you assert in; it ends the session's transaction
+    before each poll so every poll sees what other processes committed.
+    """
+    import contextlib
+    import time
+
+    from extensions import db
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(RuntimeError):  # no app context: the condition needs no session
+            db.session.rollback()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Any:
+    """``wait_until(condition, timeout=20, message=...)``: poll with a deadline."""
+    return wait_until
+
+
+def purge_queues(url: str) -> None:
+    """Empty every carhub queue of the test vhost (work, delay and dead-letter queues)."""
+    import pika
+
+    from messaging import topology
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        topology.declare(channel)
+        for name in topology.all_queue_names():
+            channel.queue_purge(name)
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def _broker_flask_app(request: pytest.FixtureRequest, rabbitmq_url: str, tmp_instance: Path) -> Flask:
+    from app import create_app
+    from extensions import db
+    from messaging import topology
+
+    instance = tmp_instance / "broker"
+    instance.mkdir(exist_ok=True)
+    config = _config("real", request, instance)
+    config.update(RABBITMQ_URL=rabbitmq_url, CACHE_KEY_PREFIX=f"carhub-{backends.SESSION_TAG}-broker:")
+    created = create_app(config)
+    with created.app_context():
+        db.create_all()
+    topology.declare_url(rabbitmq_url)
+    return created
+
+
+@pytest.fixture
+def broker_app(_broker_flask_app: Flask) -> Iterator[Flask]:
+    """An app on PostgreSQL + Redis + RabbitMQ (this session's vhost), topology declared.
+
+    Before each test: tables emptied (reference data re-seeded), cache cleared, every
+    carhub queue purged. ``RABBITMQ_URL`` is in its config; the web side still only
+    writes the outbox — start the worker (``start_worker``) to relay and consume.
+    """
+    from extensions import cache, db
+
+    with _broker_flask_app.app_context():
+        _empty_tables()
+        cache.clear()
+        purge_queues(_broker_flask_app.config["RABBITMQ_URL"])
+        yield _broker_flask_app
+        db.session.remove()
+
+
+@pytest.fixture
+def broker_client(broker_app: Flask) -> FlaskClient:
+    """A test client of ``broker_app``; sign users in with ``make_user(broker_client, role)``."""
+    return broker_app.test_client()
+
+
+class WorkerProcess:
+    """The real worker (``consumer.py``) as a subprocess, configured like a test app.
+
+    ``supervised=False`` (default) runs ``consumer.py --single``: ``kill()`` is a real
+    SIGKILL of the worker. ``supervised=True`` runs the supervisor, which restarts its
+    worker child when that dies. ``stop()`` sends SIGTERM and waits (clean shutdown).
+    """
+
+    def __init__(self, app: Flask, supervised: bool = False, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        config = app.config
+        environment = dict(os.environ)
+        environment.update(
+            DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"],
+            RABBITMQ_URL=config.get("RABBITMQ_URL") or "",
+            REDIS_URL=config.get("REDIS_URL") or "",
+            CACHE_KEY_PREFIX=config["CACHE_KEY_PREFIX"],
+            LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        if config.get("CACHE_DIR"):  # embedded: the same file cache as the test app
+            environment["CARHUB_INSTANCE_DIR"] = str(Path(config["CACHE_DIR"]).parent)
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        environment.update(env or {})
+        root = Path(__file__).resolve().parent.parent
+        self.log_path = Path(tempfile.mkstemp(prefix="carhub-worker-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        command = [sys.executable, str(root / "consumer.py")] + ([] if supervised else ["--single"])
+        self.process = subprocess.Popen(command, cwd=root, env=environment, stdout=self._log, stderr=self._log)
+        self.pid = self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
+        """Wait until the worker consumes (RabbitMQ) or polls the outbox (embedded)."""
+        wait_until(
+            lambda: "consuming carhub." in self.output() or "embedded worker started" in self.output(),
+            timeout=timeout,
+            message=f"the worker to start:\n{self.output()[-3000:]}",
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no acks, no goodbyes."""
+        import signal
+
+        if self.alive:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 40.0) -> int:
+        """SIGTERM and wait: in-flight work finishes, then the process exits."""
+        import signal
+
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Any]:
+    """``start_worker(app, supervised=False, env=None, ready=True) -> WorkerProcess``.
+
+    Starts ``consumer.py`` with ``app``'s database, broker, Redis and cache prefix
+    (``broker_app`` for RabbitMQ, the embedded ``app`` for the outbox-table mode);
+    waits until it consumes unless ``ready=False``. Every worker is stopped after the
+    test (SIGTERM, then SIGKILL).
+    """
+    started: list[WorkerProcess] = []
+
+    def start(app: Flask, supervised: bool = False, env: dict[str, str] | None = None, ready: bool = True) -> Any:
+        worker = WorkerProcess(app, supervised=supervised, env=env)
+        started.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        try:
+            worker.stop(timeout=20)
+        except Exception:  # noqa: BLE001
+            worker.kill()

@@ -1,7 +1,7 @@
 """GET /api/v1/tickets?user_name=... with 1,000,000 tickets: first page vs deep pages vs bare Flask.
 
 Run: ``.venv/bin/python -m bench.tickets`` (PostgreSQL and Redis of this machine; about
-two minutes). It makes a database of its own (``carhub_bench_tickets_<pid>``), loads
+three minutes). It makes a database of its own (``carhub_bench_tickets_<pid>``), loads
 1,000,000 tickets with ``INSERT ... SELECT generate_series`` (indexes dropped during the
 load and rebuilt after, then ``VACUUM ANALYZE`` so index-only scans see an all-visible
 heap), fills ``ticket_counts`` from the rows, and drops the database at the end.
@@ -70,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(format_table(results, baseline="bare"))
-    by = {result.label: result for result in results}
-    first, deep, middle, bare = by["first page"], by["near the end"], by["middle"], by["bare"]
-    print()
+    first, deep, middle, bare = (median(results, label) for label in ("first page", "near the end", "middle", "bare"))
+    print(f"\nmedians over {args.rounds} round(s):")
     for label, result in (("near the end", deep), ("middle", middle)):
         print(
             f"{label + ' / first page:':<27}p50 {result.p50_ms / first.p50_ms:.2f}x, "
@@ -84,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def median(results: list[LoadResult], label: str) -> LoadResult:
+    """The round with the median p50 for ``label`` (rounds interleave, so load drifts hit all)."""
+    mine = sorted((result for result in results if result.label == label), key=lambda result: result.p50_ms)
+    return mine[len(mine) // 2]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.tickets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tickets", type=int, default=TICKETS, help="tickets to load (default 1,000,000)")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per phase (default 8)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per phase (default 2)")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds measured per phase (default 6)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per phase (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all targets (default 3)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent connections (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for every server (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
@@ -199,13 +205,15 @@ def run(
         options = {"duration": args.duration, "warmup": args.warmup, "connections": args.connections, "tool": args.tool}
         targets: list[tuple[str, Any, str, dict[str, str]]] = [("bare", bare, "/car", {})]
         targets += [(label, api, f"{base}&page={page}", auth) for label, page in pages.items()]
-        for label, server, target, headers in targets:
-            result = server.load(target, headers=headers, label=label, **options)
-            results.append(result)
-            print(
-                f"  {label:<13} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
-            )
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}/{args.rounds}")
+            for label, server, target, headers in targets:
+                result = server.load(target, headers=headers, label=label, **options)
+                results.append(result)
+                print(
+                    f"  {label:<13} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                )
     return results, pages
 
 

@@ -8,7 +8,8 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from blueprints.common import auth_required
-from messaging.health import check_broker
+from messaging.health import check_broker, queue_depths
+from messaging.topology import all_queue_names
 from observability import sample_totals
 from services import operations
 
@@ -21,7 +22,9 @@ def health() -> ResponseReturnValue:
     checks = {
         "database": operations.check_database(),
         "cache": operations.check_cache(),
-        "broker": operations.check_with(lambda: check_broker(current_app.config["RABBITMQ_URL"])),
+        "broker": operations.check_with(
+            lambda: {**check_broker(current_app.config["RABBITMQ_URL"]), **operations.outbox_backlog()}
+        ),
     }
     if checks["database"]["status"] != "ok":
         status, code = "down", 503
@@ -50,5 +53,16 @@ def stats() -> ResponseReturnValue:
         "requests": requests,
         "cache": {"hits": int(cache_lookups.get(("hit",), 0)), "misses": int(cache_lookups.get(("miss",), 0))},
         "events": operations.message_counts(),
+        "queues": _queue_depths(),
     }
     return jsonify(body)
+
+
+def _queue_depths() -> dict[str, Any]:
+    url = current_app.config["RABBITMQ_URL"]
+    if not url:
+        return operations.embedded_queue_depths()
+    try:
+        return queue_depths(url, all_queue_names())
+    except Exception as exc:  # noqa: BLE001 - stats report, they never fail
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}

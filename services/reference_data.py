@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from extensions import db
+from services import catalogue, stock
 
-SEEDERS: list[Callable[[], None]] = []
+SEEDERS: list[Callable[[], None]] = [stock.seed_main_warehouse, catalogue.seed_catalogue]
 
 
 def seed() -> None:

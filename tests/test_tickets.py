@@ -423,3 +423,33 @@ def test_a_second_customer_with_the_same_name_shares_the_filter(client, customer
     body = staff.get(f"{URL}?user_name=Carla%20Customer").get_json()
     assert body["total"] == 2
     assert customer.get(URL).get_json()["total"] == 1
+
+
+def test_concurrent_status_changes_one_wins_and_counts_stay_true(app, customer, staff, admin):
+    """resolved -> closed and resolved -> open at once: whichever goes first, the other is
+    illegal from the new state, so exactly one 200 and one 409, and the counters agree."""
+    import threading
+
+    ticket = open_ticket(customer)
+    one = f"{URL}/{ticket['id']}"
+    staff.patch(one, json={"status": "resolved"})
+    barrier = threading.Barrier(2)
+    statuses: dict[str, int] = {}
+
+    def change(api, status):
+        with app.app_context():
+            barrier.wait()
+            statuses[status] = api.patch(one, json={"status": status}).status_code
+            db.session.remove()
+
+    threads = [threading.Thread(target=change, args=args) for args in ((staff, "closed"), (admin, "open"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses.values()) == [200, 409], statuses
+    final = staff.get(one).get_json()["status"]
+    assert final == next(status for status, code in statuses.items() if code == 200)
+    assert staff.get(f"{URL}?status={final}").get_json()["total"] == 1
+    assert staff.get(f"{URL}?status=resolved").get_json()["total"] == 0
+    assert len(events("ticket.updated")) == 2

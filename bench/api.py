@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,6 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tool", choices=("wrk", "python"), help="load generator (default: wrk if installed)")
     parser.add_argument("--access-log", action="store_true", help="keep gunicorn's access log on (off by default)")
     parser.add_argument("--json", type=Path, help="also write the results here (e.g. bench/results/api.json)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the measured phases, load the cached read once more with py-spy on one worker and print "
+        "where its time goes (needs py-spy: .venv/bin/pip install py-spy; not counted in the results)",
+    )
     return parser.parse_args(argv)
 
 
@@ -156,6 +164,8 @@ def run(args: argparse.Namespace, settings: GunicornSettings, database_url: str,
                     f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
                 )
         report_cache_use(cached, uncached, auth)
+        if args.profile:
+            profile(cached, path, auth, options)
     return results
 
 
@@ -165,6 +175,67 @@ def report_cache_use(cached: Server, uncached: Server, auth: dict[str, str]) -> 
         status, body = request(server, "GET", "/stats", headers=auth)
         if status == 200:
             print(f"  {name} server cache lookups: {body.get('cache')}")
+
+
+# Where a sample of the cached read is spent: the deepest frame of a stack that matches
+# one of these names decides (so PyJWT under verify_jwt_in_request counts as JWT).
+PROFILE_GROUPS = (
+    ("SyncWorker.handle", "gunicorn: parse request, write and close socket"),
+    ("ThreadWorker.handle", "gunicorn: parse request, write and close socket"),
+    ("Flask.wsgi_app", "Flask/Werkzeug: context, routing, hooks, response"),
+    ("prometheus", "metrics (prometheus_flask_exporter, multiprocess files)"),
+    ("Limiter", "Flask-Limiter hooks (no limit on this route)"),
+    ("assign_request_id", "request id hooks"),
+    ("expose_request_id", "request id hooks"),
+    ("verify_jwt_in_request", "JWT verification (flask-jwt-extended + PyJWT)"),
+    ("ResponseMixin.response", "flask-smorest response wrapper"),
+    ("get_car (services/cars.py:", "services.cars.get_car"),
+    ("Cache.get", "cache GET (Redis round trip + unpickle)"),
+    ("CACHE_LOOKUPS", "cache hit counter"),
+    ("_one (blueprints/cars.py:", "response body: CarSchema dump + ETag"),
+)
+
+
+def profile(server: Server, path: str, auth: dict[str, str], options: dict[str, Any]) -> None:
+    """Sample one worker with py-spy while the cached read is loaded; print time by group."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not py_spy:
+        print("  --profile: py-spy not found (.venv/bin/pip install py-spy); skipped")
+        return
+    worker = server.pids()[1]
+    seconds = max(2, int(options["duration"]))
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
+        raw = Path(handle.name)
+    spy = subprocess.Popen(
+        [py_spy, "record", "-p", str(worker), "-d", str(seconds), "-r", "200", "-f", "raw", "-o", str(raw)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # py-spy attaches
+    server.load(path, headers=auth, label="profiled", **{**options, "warmup": 0, "duration": seconds})
+    spy.wait(timeout=60)
+    groups: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines() if raw.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        group = "outside a request (accept, idle)"
+        for frame in stack.split(";"):
+            for needle, name in PROFILE_GROUPS:
+                if needle in frame:
+                    group = name
+        groups[group] = groups.get(group, 0) + int(count)
+        total += int(count)
+    raw.unlink(missing_ok=True)
+    if not total:
+        print("  --profile: py-spy recorded nothing (ptrace not allowed?)")
+        return
+    in_request = total - groups.get("outside a request (accept, idle)", 0)
+    print(f"\nprofile of one worker under the cached read ({total} samples, py-spy, wall time of non-idle samples):")
+    for name, count in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"  {100 * count / total:5.1f}%  {name}")
+    print(f"  ({in_request} samples inside request handling)")
 
 
 def summarise(results: list[LoadResult]) -> dict[str, Any]:

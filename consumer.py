@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -75,7 +76,9 @@ def run_worker(stop: threading.Event) -> None:
 
     relay = threading.Thread(target=BrokerRelay(app, url, stop=stop).run, name="carhub-relay", daemon=True)
     relay.start()
-    BrokerConsumer(app, url, handle, PERMANENT, stop=stop).run()
+    # CARHUB_TEST_ACK_DELAY_SECONDS: tests widen the commit-to-ack window to SIGKILL in it.
+    ack_delay = float(os.environ.get("CARHUB_TEST_ACK_DELAY_SECONDS") or 0)
+    BrokerConsumer(app, url, handle, PERMANENT, stop=stop, ack_delay=ack_delay).run()
     relay.join(timeout=30)
 
 

@@ -71,8 +71,10 @@ class BrokerConsumer:
         prefetch: int = 200,
         batch_size: int = 100,
         stop: threading.Event | None = None,
+        ack_delay: float = 0.0,
     ) -> None:
         self.app, self.url = app, url
+        self.ack_delay = ack_delay  # tests only: widen the window between commit and ack
         self.processor = Processor(handle, permanent)
         self.queues = queues or tuple(work.name for work in WORK_QUEUES)
         self.prefetch, self.batch_size = prefetch, batch_size
@@ -263,6 +265,9 @@ class BrokerConsumer:
                 # Only bookkeeping of the dead-letter copy can get here (the processor
                 # sorts handler failures): leave those unacked, they come back.
                 log.exception("could not record dead letters; they will be redelivered")
+            if self.ack_delay and results:
+                log.info("committed %d; acking in %.1fs", len(results), self.ack_delay)
+                time.sleep(self.ack_delay)
             connection = self.connection
             if connection is not None and results:
                 try:

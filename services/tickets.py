@@ -19,11 +19,14 @@ terminal: nothing changes a closed ticket and nobody writes on it; everything el
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -31,6 +34,7 @@ from extensions import db
 from models.cars import Car
 from models.tickets import ALL_NAMES, Ticket, TicketCount, TicketMessage
 from models.users import User
+from services import cache
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from services.events import record_event
 from services.notifications import notify
@@ -38,6 +42,11 @@ from services.pagination import Page
 
 if TYPE_CHECKING:
     from services.handlers import Event
+
+LIST_NAMESPACE = "tickets:positions"
+# Far from both ends of a list, skipping index entries costs more than the few cache
+# round trips that seeking from a remembered key takes; nearer, skipping is cheaper.
+SEEK_AFTER = 5000
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "open": frozenset({"in_progress", "resolved"}),
@@ -90,6 +99,7 @@ def create_ticket(viewer: Viewer, subject: str, description: str, car_id: str | 
     _count(ticket.user_name, ticket.status, +1)
     data = snapshot(ticket)
     record_event("ticket.created", ticket.id, data)
+    cache.bump_after_commit(LIST_NAMESPACE)
     db.session.commit()
     return data
 
@@ -105,7 +115,9 @@ def list_tickets(viewer: Viewer, filters: TicketFilters, page: int, size: int) -
     the total comes from ``ticket_counts`` (staff) or a count over the caller's own
     index range (customers); a page's ids come from an index-only scan, read from the
     nearer end (a page near the end is the first page of the reversed order), and only
-    the page's own rows are then fetched by primary key.
+    the page's own rows are then fetched by primary key. Far from both ends (a crawl
+    through a long list) the edges of each page served are remembered in the cache,
+    so the next or previous page seeks from a key (keyset) instead of skipping rows.
     """
     conditions: list[ColumnElement[bool]] = []
     if not viewer.is_staff:
@@ -121,12 +133,22 @@ def list_tickets(viewer: Viewer, filters: TicketFilters, page: int, size: int) -
         return Page(items=[], page=page, size=size, total=total)
     take = min(size, total - offset)
     after = total - offset - take  # rows that follow this page in newest-first order
-    # The page's keys from an index-only scan, read from the nearer end...
+    far = min(offset, after) >= SEEK_AFTER
+    scope = _scope(viewer, filters) if far else ""
+    # The page's keys from an index-only scan: seek from a remembered neighbour's key
+    # (a crawl through far pages), else skip from the nearer end.
     keys = select(Ticket.id, Ticket.created_at).where(*conditions)
-    if after < offset:
-        keys = keys.order_by(Ticket.created_at.asc(), Ticket.id.asc()).offset(after)
+    position = (Ticket.created_at, Ticket.id)
+    before_page = _boundary(scope, offset - 1) if far else None
+    after_page = _boundary(scope, offset + take) if far and before_page is None else None
+    if before_page is not None:
+        keys = keys.where(tuple_(*position) < tuple_(*before_page)).order_by(*(c.desc() for c in position))
+    elif after_page is not None:
+        keys = keys.where(tuple_(*position) > tuple_(*after_page)).order_by(*(c.asc() for c in position))
+    elif after < offset:
+        keys = keys.order_by(*(c.asc() for c in position)).offset(after)
     else:
-        keys = keys.order_by(Ticket.created_at.desc(), Ticket.id.desc()).offset(offset)
+        keys = keys.order_by(*(c.desc() for c in position)).offset(offset)
     page_keys = keys.limit(take).subquery("page_keys")
     # ...then only those rows, by primary key, in one round trip (a deferred join).
     rows = db.session.execute(
@@ -135,7 +157,30 @@ def list_tickets(viewer: Viewer, filters: TicketFilters, page: int, size: int) -
         .order_by(page_keys.c.created_at.desc(), page_keys.c.id.desc())
     )
     items = [dict(row) for row in rows.mappings()]
+    if far and items:  # remember this page's edges for the pages beside it
+        _remember(scope, offset, (items[0]["created_at"], items[0]["id"]))
+        _remember(scope, offset + len(items) - 1, (items[-1]["created_at"], items[-1]["id"]))
     return Page(items=items, page=page, size=size, total=total)
+
+
+def _scope(viewer: Viewer, filters: TicketFilters) -> str:
+    """Which list a remembered position belongs to (a customer's list is their own)."""
+    parts = [None if viewer.is_staff else viewer.user_id, filters.user_name, filters.status]
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=12).hexdigest()
+
+
+def _boundary(scope: str, position: int) -> tuple[datetime, str] | None:
+    """The (created_at, id) of the row at ``position`` (newest first), if remembered.
+
+    Positions live in a cache generation that every create and status change ends
+    (``bump_after_commit``), so a remembered position is one no write has shifted.
+    """
+    found = cache.cached_in_generation(LIST_NAMESPACE, f"{scope}:{position}", lambda: None)
+    return tuple(found) if found else None  # type: ignore[return-value]
+
+
+def _remember(scope: str, position: int, key: tuple[datetime, str]) -> None:
+    cache.cached_in_generation(LIST_NAMESPACE, f"{scope}:{position}", lambda: list(key))
 
 
 def _total(filters: TicketFilters) -> int:
@@ -220,6 +265,7 @@ def update_ticket(
     if new_status != old_status:
         _count(ticket.user_name, old_status, -1)
         _count(ticket.user_name, new_status, +1)
+        cache.bump_after_commit(LIST_NAMESPACE)  # positions in status lists have shifted
     data = snapshot(ticket)
     changed = sorted(
         name

@@ -13,6 +13,7 @@ from extensions import db
 from models.messaging import OutboxMessage
 from models.notifications import Notification
 from models.tickets import Ticket, TicketCount
+from services import tickets as tickets_service
 from tests.conftest import make_user
 from tests.messaging_helpers import deliver, drain_outbox, event_from_outbox
 
@@ -122,30 +123,60 @@ def test_bad_list_arguments_are_422(staff, query):
     assert staff.get(f"{URL}{query}").status_code == 422
 
 
-def test_paging_is_stable_under_equal_timestamps(app, customer, staff):
+def crawl(api, size, query=""):
+    """Every page from 1 until an empty one; checks the envelope on the way."""
+    seen, page, total = [], 1, None
+    while True:
+        body = api.get(f"{URL}?page={page}&size={size}{query}").get_json()
+        assert body["size"] == size and body["page"] == page
+        total = body["total"] if total is None else total
+        assert body["total"] == total
+        if not body["items"]:
+            return seen, total
+        seen += [item["id"] for item in body["items"]]
+        page += 1
+
+
+def newest_first():
+    rows = db.session.execute(select(Ticket.id, Ticket.created_at)).all()
+    return [row.id for row in sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)]
+
+
+@pytest.mark.parametrize("seek", [False, True], ids=["skip", "seek"])
+def test_paging_is_stable_under_equal_timestamps(app, customer, staff, monkeypatch, seek):
     """Seven tickets share one created_at: the id breaks the tie, and every page (read
-    from the newest side or, near the end, from the oldest side) agrees on one order."""
+    from the newest side, from the oldest side near the end, or sought from a remembered
+    neighbour's key) agrees on one order."""
+    if seek:  # remember page edges and seek from them on every page, not only far ones
+        monkeypatch.setattr(tickets_service, "SEEK_AFTER", 0)
     created = [open_ticket(customer, subject=f"t{i}")["id"] for i in range(11)]
     same = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     db.session.execute(update(Ticket).where(Ticket.id.in_(created[2:9])).values(created_at=same))
     db.session.commit()
-    rows = db.session.execute(select(Ticket.id, Ticket.created_at)).all()
-    expected = [row.id for row in sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)]
+    expected = newest_first()
 
     for api, query in ((staff, ""), (staff, "&user_name=Carla%20Customer"), (customer, ""), (staff, "&status=open")):
         for size in (1, 2, 3, 4, 10, 11, 100):
-            seen = []
-            page = 1
-            while True:
-                body = api.get(f"{URL}?page={page}&size={size}{query}").get_json()
-                assert body["total"] == 11 and body["size"] == size and body["page"] == page
-                if not body["items"]:
-                    break
-                seen += [item["id"] for item in body["items"]]
-                page += 1
-            assert seen == expected, (query, size)
+            for _ in range(2):  # the second crawl seeks from what the first remembered
+                assert crawl(api, size, query) == (expected, 11), (query, size)
             again = api.get(f"{URL}?page=2&size=3{query}").get_json()["items"]
             assert [item["id"] for item in again] == expected[3:6]
+            backwards = [api.get(f"{URL}?page={p}&size=2{query}").get_json()["items"] for p in (6, 5, 4, 3, 2, 1)]
+            assert [i["id"] for items in reversed(backwards) for i in items] == expected
+
+
+def test_remembered_positions_end_with_a_write(app, customer, staff, monkeypatch):
+    """A new ticket or a status change shifts every position: a crawl after it must not
+    seek from keys remembered before it."""
+    monkeypatch.setattr(tickets_service, "SEEK_AFTER", 0)
+    for i in range(6):
+        open_ticket(customer, subject=f"t{i}")
+    assert crawl(staff, 2) == (newest_first(), 6)
+    newest = open_ticket(customer, subject="newest")
+    assert crawl(staff, 2) == (newest_first(), 7)
+    assert crawl(staff, 2, "&status=open")[0][0] == newest["id"]
+    staff.patch(f"{URL}/{newest['id']}", json={"status": "in_progress"})
+    assert crawl(staff, 2, "&status=open") == ([i for i in newest_first() if i != newest["id"]], 6)
 
 
 def test_counts_follow_creates_and_status_changes(app, customer, other_customer, staff):

@@ -27,6 +27,8 @@ class Fine(db.Model):
         CheckConstraint("(paid_at IS NULL) = (paid_by IS NULL)", name="paid_at_with_paid_by"),
         # The list query: one plate's fines, newest first, id as the tie-break.
         Index("ix_fines_plate_issued", "license_plate", "issued_at", "id"),
+        # Staff's list of every fine, in the same order.
+        Index("ix_fines_issued", "issued_at", "id"),
     )
 
     id: Mapped[str] = uuid_pk()

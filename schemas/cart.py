@@ -25,8 +25,9 @@ class CartItemSchema(StrictSchema):
 
     @pre_load
     def normalise(self, data: Any, **_: Any) -> Any:
+        """Codes as the catalogue stores them: trimmed, lower-case."""
         if isinstance(data, dict) and isinstance(data.get("code"), str):
-            data = {**data, "code": data["code"].strip()}
+            data = {**data, "code": data["code"].strip().lower()}
         return data
 
 

@@ -20,10 +20,10 @@ def offer(code, price, name=None, kind="service"):
     return catalogue.create_item({"code": code, "name": name or code.title(), "kind": kind, "price": Decimal(price)})
 
 
-def reprice(code, **fields):
+def reprice(current_code, **fields):
     from services import catalogue
 
-    return catalogue.update_item(code, fields)
+    return catalogue.update_item(current_code, fields)
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_add_items_and_the_same_code_again_raises_the_qty(app, customer, offers)
         "available": True,
     }
     assert add(customer, "t-polish", 2).status_code == 201
-    again = add(customer, " t-wash ", 2).get_json()
+    again = add(customer, " T-Wash ", 2).get_json()
     assert again["id"] == line["id"] and again["qty"] == 3
 
     body = cart_of(customer)
@@ -129,6 +129,13 @@ def test_the_cart_shows_the_catalogues_current_price(app, customer, offers):
     body = cart_of(customer)
     assert body["items"][0]["price"] == "1750.00" and body["items"][0]["amount"] == "3500.00"
     assert body["total"] == "3500.00"
+
+
+def test_a_renamed_code_keeps_its_cart_lines(app, customer, offers):
+    line = add(customer, "t-wash", 2).get_json()
+    reprice("t-wash", code="t-wash-deluxe")
+    [item] = cart_of(customer)["items"]
+    assert (item["id"], item["code"], item["qty"], item["price"]) == (line["id"], "t-wash-deluxe", 2, "1500.00")
 
 
 def test_each_user_has_their_own_cart(app, customer, other_customer, offers):

@@ -4,17 +4,21 @@ Ownership is decided here, from ``viewer`` (who asks and whether they are staff)
 customer only ever sees their own tickets, and another customer's ticket is "not
 found", never "forbidden", so its existence is not confirmed.
 
-Status lifecycle (staff only)::
+Status lifecycle (staff only), as ``TRANSITIONS`` below:
 
-    open ──> in_progress ──> resolved ──> closed
-      │  <──────┘  ▲            │
-      └────────────┴────────────┘ (reopen: resolved -> open)
+    from          may go to
+    open          in_progress, resolved
+    in_progress   open, resolved
+    resolved      open (reopen), closed
+    closed        nothing (terminal)
 
-Besides the required moves, ``in_progress -> open`` (give a ticket back to the queue)
-and ``open -> resolved`` (a question answered at once) are allowed, because both
-happen at a real desk and neither skips a state anyone relies on. ``closed`` is
-terminal: nothing changes a closed ticket and nobody writes on it; everything else
-(e.g. ``open -> closed`` without resolving, ``resolved -> in_progress``) is a 409.
+Besides the required moves (open -> in_progress -> resolved -> closed, and the reopen
+resolved -> open), ``in_progress -> open`` (give a ticket back to the queue) and
+``open -> resolved`` (a question answered at once) are allowed, because both happen
+at a real desk and neither skips a state anyone relies on. Nothing changes a closed
+ticket and nobody writes on it; every other move (e.g. ``open -> closed`` without
+resolving, ``resolved -> in_progress``) is a 409. Setting the status a ticket already
+has is a no-op 200, so a retried PATCH is harmless.
 """
 
 from __future__ import annotations
@@ -358,13 +362,15 @@ def list_messages(viewer: Viewer, ticket_id: str, page: int, size: int) -> Page:
 
 
 def rebuild_counts() -> None:
-    """Recount ``ticket_counts`` from the tickets (after a bulk load outside the service)."""
+    """Recount ``ticket_counts`` from the tickets after rows were changed outside this
+    service (a bulk load, a manual fix); also forgets every remembered list position."""
     counts = TicketCount.__table__
     db.session.execute(counts.delete())
     per_name = select(Ticket.user_name, Ticket.status, func.count()).group_by(Ticket.user_name, Ticket.status)
     all_names = select(db.literal(ALL_NAMES), Ticket.status, func.count()).group_by(Ticket.status)
     for query in (per_name, all_names):
         db.session.execute(counts.insert().from_select(["user_name", "status", "n"], query))
+    cache.bump_after_commit(LIST_NAMESPACE)
     db.session.commit()
 
 

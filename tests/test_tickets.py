@@ -484,3 +484,17 @@ def test_concurrent_status_changes_one_wins_and_counts_stay_true(app, customer, 
     assert staff.get(f"{URL}?status={final}").get_json()["total"] == 1
     assert staff.get(f"{URL}?status=resolved").get_json()["total"] == 0
     assert len(events("ticket.updated")) == 2
+
+
+def test_rebuild_counts_after_rows_changed_outside_the_service(app, customer, other_customer, staff):
+    for api in (customer, customer, other_customer):
+        open_ticket(api)
+    db.session.execute(update(Ticket).where(Ticket.user_name == "Oscar Other").values(status="closed"))
+    db.session.execute(TicketCount.__table__.delete())
+    db.session.commit()
+    assert staff.get(URL).get_json()["total"] == 0  # the counters are what totals trust
+
+    tickets_service.rebuild_counts()
+    assert staff.get(URL).get_json()["total"] == 3
+    assert staff.get(f"{URL}?status=closed").get_json()["total"] == 1
+    assert staff.get(f"{URL}?user_name=Carla%20Customer&status=open").get_json()["total"] == 2

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from models.base import ZERO, utcnow
+from models.base import ZERO, new_id, utcnow
 from models.bonuses import BonusAccount, BonusEntry, PromoCode
 from models.orders import Order
 from models.payments import Payment
@@ -174,26 +174,31 @@ def normalise_code(code: str) -> str:
 
 
 def accrue_for_payment(event: Event) -> None:
-    """``payment.succeeded`` → credit the accrual rate of the amount, once per payment."""
-    payment_id, user_id, amount = _payment_fields(event)
-    if _entry_exists("accrual", payment_id):
-        return  # the same payment under another event id: already credited
-    if db.session.get(Payment, payment_id).status == "refunded":
+    """``payment.succeeded`` → credit the accrual rate of the amount, once per payment.
+
+    Four statements: read the payment, insert the ledger entry unless this payment has
+    one (ON CONFLICT DO NOTHING on the UNIQUE (kind, payment_id): the same payment
+    under another event id is a no-op, even concurrently), upsert the balance, and the
+    outbox row. The consumer is the bottleneck of payment → bonus, so every round trip counts.
+    """
+    payment = _payment_of(event)
+    if payment.status == "refunded":
         return  # the refund overtook this event: nothing to credit, nothing to reverse
-    bonus = accrual_for(amount, current_app.config.get("BONUS_ACCRUAL_RATE", Decimal("0.01")))
+    bonus = accrual_for(payment.amount, current_app.config.get("BONUS_ACCRUAL_RATE", Decimal("0.01")))
     if bonus <= 0:
         return  # 0.99 earns 0.00: no entry, no event
-    _give(user_id, bonus)
-    _entry(user_id, "accrual", bonus, reference=payment_id, payment_id=payment_id, event_id=event.id)
+    if not _entry_once(payment.user_id, "accrual", bonus, payment.id, event.id):
+        return  # already credited for this payment
+    balance = _give(payment.user_id, bonus)
     record_event(
         "bonus.accrued",
-        user_id,
+        payment.user_id,
         {
-            "user_id": user_id,
-            "payment_id": payment_id,
-            "order_id": event.data.get("order_id"),
+            "user_id": payment.user_id,
+            "payment_id": payment.id,
+            "order_id": payment.order_id,
             "amount": bonus,
-            "balance": balance_of(user_id),
+            "balance": balance,
         },
     )
 
@@ -204,11 +209,10 @@ def reverse_for_refund(event: Event) -> None:
     What was already spent cannot be taken back; the reversal entry records it in
     ``unreversed`` and the ``bonus.reversed`` event says so.
     """
-    payment_id, user_id, _ = _payment_fields(event)
-    if _entry_exists("reversal", payment_id):
-        return
+    payment = _payment_of(event)
+    user_id = payment.user_id
     accrued = db.session.scalar(
-        select(BonusEntry.amount).where(BonusEntry.kind == "accrual", BonusEntry.payment_id == payment_id)
+        select(BonusEntry.amount).where(BonusEntry.kind == "accrual", BonusEntry.payment_id == payment.id)
     )
     if accrued is None:
         return  # nothing was credited (rounded to zero, or not yet: the accrual then skips)
@@ -216,23 +220,17 @@ def reverse_for_refund(event: Event) -> None:
     # Lock the balance row (PostgreSQL; SQLite has one writer) so what we read is what we take.
     balance = db.session.scalar(select(BonusAccount.balance).where(BonusAccount.user_id == user_id).with_for_update())
     taken = min(accrued, Decimal(balance or ZERO).quantize(CENT))
+    if not _entry_once(user_id, "reversal", -taken, payment.id, event.id, unreversed=accrued - taken):
+        return  # reversed already
     if taken > 0 and not _take(user_id, taken):
-        raise Conflict("the bonus balance changed under a row lock")  # cannot happen; retried if it does
-    _entry(
-        user_id,
-        "reversal",
-        -taken,
-        reference=payment_id,
-        payment_id=payment_id,
-        unreversed=accrued - taken,
-        event_id=event.id,
-    )
+        # Cannot happen under the row lock; if it does, a plain error makes the consumer retry.
+        raise RuntimeError("the bonus balance changed under a row lock")
     record_event(
         "bonus.reversed",
         user_id,
         {
             "user_id": user_id,
-            "payment_id": payment_id,
+            "payment_id": payment.id,
             "amount": taken,
             "unreversed": accrued - taken,
             "balance": balance_of(user_id),
@@ -240,7 +238,7 @@ def reverse_for_refund(event: Event) -> None:
     )
 
 
-def _payment_fields(event: Event) -> tuple[str, str, Decimal]:
+def _payment_of(event: Event) -> Payment:
     """Tolerant reading of the event, but the payment row is the truth for who and how much.
 
     A payment event naming no payment we know can never apply: dead-letter it.
@@ -249,31 +247,25 @@ def _payment_fields(event: Event) -> tuple[str, str, Decimal]:
     payment = db.session.get(Payment, str(payment_id)) if payment_id else None
     if payment is None:
         raise InvalidMessage(f"{event.type} {event.id}: unknown payment {payment_id!r}")
-    return payment.id, payment.user_id, Decimal(payment.amount).quantize(CENT)
+    return payment
 
 
 # --- the balance row -------------------------------------------------------------------
 
 
-def _ensure_account(user_id: str) -> None:
-    """Create the balance row if missing, without a race (INSERT ... ON CONFLICT DO NOTHING)."""
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    db.session.execute(
-        insert(BonusAccount)
-        .values(user_id=user_id, balance=ZERO, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["user_id"])
-    )
+def _insert() -> Any:
+    """INSERT with ON CONFLICT for this database (both speak it, with RETURNING)."""
+    return postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def _give(user_id: str, amount: Decimal) -> None:
-    _ensure_account(user_id)
-    db.session.execute(
-        update(BonusAccount)
-        .where(BonusAccount.user_id == user_id)
-        .values(balance=BonusAccount.balance + amount, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+def _give(user_id: str, amount: Decimal) -> Decimal:
+    """Add to the balance, creating the row on first use, in one race-free statement; the new balance."""
+    insert = _insert()(BonusAccount).values(user_id=user_id, balance=amount, updated_at=utcnow())
+    upsert = insert.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={"balance": BonusAccount.balance + insert.excluded.balance, "updated_at": insert.excluded.updated_at},
+    ).returning(BonusAccount.balance)
+    return Decimal(db.session.execute(upsert).scalar_one()).quantize(CENT)
 
 
 def _take(user_id: str, amount: Decimal) -> bool:
@@ -294,9 +286,27 @@ def _entry(user_id: str, kind: str, amount: Decimal, **fields: Any) -> BonusEntr
     return entry
 
 
-def _entry_exists(kind: str, payment_id: str) -> bool:
-    query = select(BonusEntry.id).where(BonusEntry.kind == kind, BonusEntry.payment_id == payment_id)
-    return db.session.scalar(query) is not None
+def _entry_once(
+    user_id: str, kind: str, amount: Decimal, payment_id: str, event_id: str, unreversed: Decimal = ZERO
+) -> bool:
+    """Insert the ``kind`` entry of a payment unless it exists; True if this call inserted it."""
+    insert = (
+        _insert()(BonusEntry)
+        .values(
+            id=new_id(),
+            user_id=user_id,
+            kind=kind,
+            amount=amount,
+            reference=payment_id,
+            payment_id=payment_id,
+            unreversed=unreversed,
+            event_id=event_id,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["kind", "payment_id"])
+        .returning(BonusEntry.id)
+    )
+    return db.session.execute(insert).scalar_one_or_none() is not None
 
 
 # --- event → notification rules (queue carhub.notifications) ---------------------------

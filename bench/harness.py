@@ -511,7 +511,11 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 def format_table(results: Sequence[LoadResult], baseline: str) -> str:
-    """A plain table: each result's req/s, p50, p99 and req/s ratio to ``baseline``'s."""
+    """A plain table: each result's req/s, p50, p99 and req/s ratio to ``baseline``'s.
+
+    With several rounds, each result is compared with the latest ``baseline`` result
+    before it (the one of its own round); results before any use the first one.
+    """
     base = next((result for result in results if result.label == baseline), None)
     header = (
         f"{'target':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
@@ -519,6 +523,8 @@ def format_table(results: Sequence[LoadResult], baseline: str) -> str:
     )
     lines = [header, "-" * len(header)]
     for result in results:
+        if result.label == baseline:
+            base = result
         ratio = f"{result.rps / base.rps:.2f}" if base and base.rps else "-"
         cpu = result.server_cpu_ms_per_request
         loadgen = f"{result.loadgen_cpu_s / result.duration_s:.0%}" if result.loadgen_cpu_s is not None else "-"

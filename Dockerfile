@@ -17,10 +17,11 @@ WORKDIR /app
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
-# A user of our own: the app never runs as root.
+# A user of our own: the app never runs as root, and cannot rewrite its own code
+# (root owns /app); only instance/ (embedded-mode files) is the app's to write.
 RUN groupadd --system carhub \
     && useradd --system --gid carhub --home-dir /app --no-create-home --shell /usr/sbin/nologin carhub
-COPY --chown=carhub:carhub . .
+COPY . .
 RUN mkdir -p /app/instance && chown carhub:carhub /app/instance
 USER carhub
 

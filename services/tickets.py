@@ -139,21 +139,25 @@ def list_tickets(viewer: Viewer, filters: TicketFilters, page: int, size: int) -
     after = total - offset - take  # rows that follow this page in newest-first order
     far = min(offset, after) >= SEEK_AFTER
     scope = _scope(viewer, filters) if far else ""
-    # The page's keys from an index-only scan: seek from a remembered neighbour's key
-    # (a crawl through far pages), else skip from the nearer end.
+    # The page's keys from an index-only scan: seek from a remembered neighbour's key,
+    # else skip from the nearer end (then also read the one row just outside the page,
+    # the key a later request for this same page seeks from).
     keys = select(Ticket.id, Ticket.created_at).where(*conditions)
     position = (Ticket.created_at, Ticket.id)
     before_page = _boundary(scope, offset - 1) if far else None
     after_page = _boundary(scope, offset + take) if far and before_page is None else None
+    extra = 0
     if before_page is not None:
         keys = keys.where(tuple_(*position) < tuple_(*before_page)).order_by(*(c.desc() for c in position))
     elif after_page is not None:
         keys = keys.where(tuple_(*position) > tuple_(*after_page)).order_by(*(c.asc() for c in position))
     elif after < offset:
-        keys = keys.order_by(*(c.asc() for c in position)).offset(after)
+        extra = 1 if far and after > 0 else 0
+        keys = keys.order_by(*(c.asc() for c in position)).offset(after - extra)
     else:
-        keys = keys.order_by(*(c.desc() for c in position)).offset(offset)
-    page_keys = keys.limit(take).subquery("page_keys")
+        extra = 1 if far and offset > 0 else 0
+        keys = keys.order_by(*(c.desc() for c in position)).offset(offset - extra)
+    page_keys = keys.limit(take + extra).subquery("page_keys")
     # ...then only those rows, by primary key, in one round trip (a deferred join).
     rows = db.session.execute(
         select(Ticket.__table__)
@@ -161,6 +165,12 @@ def list_tickets(viewer: Viewer, filters: TicketFilters, page: int, size: int) -
         .order_by(page_keys.c.created_at.desc(), page_keys.c.id.desc())
     )
     items = [dict(row) for row in rows.mappings()]
+    if extra and len(items) > take:  # the row outside the page: remember its key, drop it
+        if after < offset:
+            outside, at = items.pop(), offset + take
+        else:
+            outside, at = items.pop(0), offset - 1
+        _remember(scope, at, (outside["created_at"], outside["id"]))
     if far and items:  # remember this page's edges for the pages beside it
         _remember(scope, offset, (items[0]["created_at"], items[0]["id"]))
         _remember(scope, offset + len(items) - 1, (items[-1]["created_at"], items[-1]["id"]))

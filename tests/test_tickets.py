@@ -498,3 +498,28 @@ def test_rebuild_counts_after_rows_changed_outside_the_service(app, customer, ot
     assert staff.get(URL).get_json()["total"] == 3
     assert staff.get(f"{URL}?status=closed").get_json()["total"] == 1
     assert staff.get(f"{URL}?user_name=Carla%20Customer&status=open").get_json()["total"] == 2
+
+
+def test_a_far_page_asked_again_seeks_from_the_key_just_outside_it(app, customer, staff, monkeypatch):
+    """First visit: skip, and remember the key of the row just outside the page (before
+    it, or after it when read from the oldest side). Second visit: seek from that key."""
+    monkeypatch.setattr(tickets_service, "SEEK_AFTER", 0)
+    found = []
+    boundary = tickets_service._boundary
+
+    def spy(scope, position):
+        key = boundary(scope, position)
+        found.append((position, key is not None))
+        return key
+
+    monkeypatch.setattr(tickets_service, "_boundary", spy)
+    for i in range(9):
+        open_ticket(customer, subject=f"t{i}")
+    expected = newest_first()
+    for page, want_position in ((2, 1), (4, 8)):  # 2: read newest-first; 4: nearer the end
+        for visit in (1, 2):
+            found.clear()
+            body = staff.get(f"{URL}?page={page}&size=2").get_json()
+            assert [item["id"] for item in body["items"]] == expected[(page - 1) * 2 : page * 2], (page, visit)
+            hit = [position for position, ok in found if ok]
+            assert hit == ([] if visit == 1 else [want_position]), (page, visit, found)

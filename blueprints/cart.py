@@ -8,7 +8,7 @@ from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id
+from blueprints.common import auth_required, current_user_id, if_match, with_etag
 from schemas.cart import CartItemSchema, CartQuantitySchema, CartSchema, CheckoutSchema
 from schemas.orders import OrderSchema
 from services import cart
@@ -36,9 +36,9 @@ class CartItems(MethodView):
     @auth_required()
     @blp.arguments(CartItemSchema)
     @blp.response(201, CartItemSchema)
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, body: dict[str, Any]) -> Response:
         """Add ``qty`` of a catalogue code; the same code again raises the line's qty."""
-        return cart.add_item(current_user_id(), body["code"], body["qty"])
+        return _line(cart.add_item(current_user_id(), body["code"], body["qty"]), 201)
 
 
 @blp.route("/cart/items/<item_id>")
@@ -46,15 +46,15 @@ class CartItem(MethodView):
     @auth_required()
     @blp.arguments(CartQuantitySchema)
     @blp.response(200, CartItemSchema)
-    def patch(self, body: dict[str, Any], item_id: str) -> dict[str, Any]:
-        """Set a line's quantity."""
-        return cart.set_quantity(current_user_id(), item_id, body["qty"])
+    def patch(self, body: dict[str, Any], item_id: str) -> Response:
+        """Set a line's quantity (honours If-Match)."""
+        return _line(cart.set_quantity(current_user_id(), item_id, body["qty"], if_match()))
 
     @auth_required()
     @blp.response(204)
     def delete(self, item_id: str) -> None:
-        """Remove a line (another user's line is a 404)."""
-        cart.remove_item(current_user_id(), item_id)
+        """Remove a line (another user's line is a 404; honours If-Match)."""
+        cart.remove_item(current_user_id(), item_id, if_match())
 
 
 @blp.route("/cart/checkout")
@@ -71,3 +71,8 @@ class Checkout(MethodView):
             mimetype="application/json",
             headers={"Location": f"/api/v1/orders/{order['id']}"},
         )
+
+
+def _line(line: dict[str, Any], status: int = 200) -> Response:
+    response = Response(CartItemSchema().dumps(line), status=status, mimetype="application/json")
+    return with_etag(response, cart.etag(line))

@@ -35,5 +35,7 @@ class CartItem(db.Model):
         ForeignKey("catalogue_items.code", ondelete="CASCADE", onupdate="CASCADE"), nullable=False
     )
     qty: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Raised by every change of the line: the ETag, and what If-Match is checked against.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

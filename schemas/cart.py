@@ -18,6 +18,7 @@ class CartItemSchema(StrictSchema):
     code = fields.String(required=True, validate=validate.Length(min=1, max=64))
     name = fields.String(dump_only=True, allow_none=True)
     qty = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=MAX_LINE_QTY))
+    version = fields.Integer(dump_only=True, metadata={"description": 'The line\'s ETag is "<id>.<version>".'})
     price = Money(dump_only=True, allow_none=True)
     amount = Money(dump_only=True, allow_none=True)
     available = fields.Boolean(dump_only=True)

@@ -22,7 +22,7 @@ from extensions import db
 from models.base import ZERO, new_id, utcnow
 from models.cart import MAX_LINE_QTY, CartItem
 from services import catalogue, orders
-from services.errors import Conflict, InvalidInput, NotFound
+from services.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 
 # The cart consumes no queue and writes no notifications.
 HANDLERS: dict[str, Callable[[Any], None]] = {}
@@ -46,15 +46,16 @@ def add_item(user_id: str, code: str, qty: int) -> dict[str, Any]:
     if offer is None or not offer["active"]:
         raise InvalidInput(f"unknown catalogue code {code!r}", errors={"code": [f"Unknown code {code!r}."]})
     now = utcnow()
-    insert = _insert_for_dialect()(CartItem.__table__).values(
-        id=new_id(), user_id=user_id, code=offer["code"], qty=qty, created_at=now, updated_at=now
+    table = CartItem.__table__
+    insert = _insert_for_dialect()(table).values(
+        id=new_id(), user_id=user_id, code=offer["code"], qty=qty, version=1, created_at=now, updated_at=now
     )
     upsert = insert.on_conflict_do_update(
         index_elements=["user_id", "code"],
-        set_={"qty": CartItem.__table__.c.qty + insert.excluded.qty, "updated_at": now},
+        set_={"qty": table.c.qty + insert.excluded.qty, "version": table.c.version + 1, "updated_at": now},
         # Over the limit: no row changes (and none is returned) instead of a CHECK error.
-        where=CartItem.__table__.c.qty + insert.excluded.qty <= MAX_LINE_QTY,
-    ).returning(CartItem.__table__.c.id)
+        where=table.c.qty + insert.excluded.qty <= MAX_LINE_QTY,
+    ).returning(table.c.id)
     try:
         item_id = db.session.execute(upsert).scalar_one_or_none()
     except IntegrityError as exc:  # the code was withdrawn or renamed between read and write
@@ -67,27 +68,31 @@ def add_item(user_id: str, code: str, qty: int) -> dict[str, Any]:
     return _priced(_load(user_id, item_id))
 
 
-def set_quantity(user_id: str, item_id: str, qty: int) -> dict[str, Any]:
-    """Replace a line's quantity (another user's line is "not found")."""
+def etag(line: dict[str, Any]) -> str:
+    return f'"{line["id"]}.{line["version"]}"'
+
+
+def set_quantity(user_id: str, item_id: str, qty: int, if_match: str | None = None) -> dict[str, Any]:
+    """Replace a line's quantity (another user's line is "not found"; honours If-Match)."""
+    condition = _change_condition(user_id, item_id, if_match)
     changed = db.session.execute(
         update(CartItem)
-        .where(CartItem.id == item_id, CartItem.user_id == user_id)
-        .values(qty=qty, updated_at=utcnow())
+        .where(*condition)
+        .values(qty=qty, version=CartItem.version + 1, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount
-    if changed != 1:
-        db.session.rollback()
-        raise NotFound(f"cart item {item_id} not found")
+    _check_changed(changed, item_id, if_match)
     db.session.commit()
     return _priced(_load(user_id, item_id))
 
 
-def remove_item(user_id: str, item_id: str) -> None:
+def remove_item(user_id: str, item_id: str, if_match: str | None = None) -> None:
     """Remove one line; another user's line is "not found", never "forbidden"."""
-    removed = db.session.execute(delete(CartItem).where(CartItem.id == item_id, CartItem.user_id == user_id)).rowcount
-    if removed != 1:
-        db.session.rollback()
-        raise NotFound(f"cart item {item_id} not found")
+    condition = _change_condition(user_id, item_id, if_match)
+    removed = db.session.execute(
+        delete(CartItem).where(*condition).execution_options(synchronize_session=False)
+    ).rowcount
+    _check_changed(removed, item_id, if_match)
     db.session.commit()
 
 
@@ -146,6 +151,32 @@ def _lines(user_id: str) -> list[CartItem]:
     return list(db.session.scalars(query))
 
 
+def _change_condition(user_id: str, item_id: str, if_match: str | None) -> list[Any]:
+    """WHERE of a change: the caller's line, and with If-Match the version they saw.
+
+    The version is checked in the UPDATE/DELETE itself, so a change that lands between
+    our read and our write cannot be overwritten unseen.
+    """
+    condition = [CartItem.id == item_id, CartItem.user_id == user_id]
+    if if_match is None or if_match.strip() == "*":
+        return condition
+    item = _load(user_id, item_id)
+    tags = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if etag({"id": item.id, "version": item.version}) not in tags:
+        db.session.rollback()
+        raise PreconditionFailed("the cart line has changed since you read it; read it again")
+    return [*condition, CartItem.version == item.version]
+
+
+def _check_changed(rowcount: int, item_id: str, if_match: str | None) -> None:
+    if rowcount == 1:
+        return
+    db.session.rollback()
+    if if_match is not None and if_match.strip() != "*":
+        raise PreconditionFailed(f"cart item {item_id} was changed concurrently; read it again")
+    raise NotFound(f"cart item {item_id} not found")
+
+
 def _load(user_id: str, item_id: str) -> CartItem:
     item = db.session.scalar(select(CartItem).where(CartItem.id == item_id, CartItem.user_id == user_id))
     if item is None:
@@ -170,6 +201,7 @@ def _priced(item: CartItem) -> dict[str, Any]:
         "code": item.code,
         "name": offer["name"] if offer else None,
         "qty": item.qty,
+        "version": item.version,
         "price": price,
         "amount": price * item.qty if price is not None else None,
         "available": available,

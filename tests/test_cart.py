@@ -215,10 +215,33 @@ def test_remove_a_line(app, customer, offers):
     assert customer.delete(f"/api/v1/cart/items/{MISSING_ID}").status_code == 404
 
 
+def test_lines_carry_an_etag_and_honour_if_match(app, customer, offers):
+    created = add(customer, "t-wash", 1)
+    line = created.get_json()
+    first_tag = created.headers["ETag"]
+    assert first_tag == f'"{line["id"]}.{line["version"]}"'
+
+    merged = add(customer, "t-wash", 1)  # a change by another tab
+    assert merged.headers["ETag"] != first_tag
+    url = f"/api/v1/cart/items/{line['id']}"
+    stale = customer.patch(url, json={"qty": 5}, headers={"If-Match": first_tag})
+    assert stale.status_code == 412 and stale.content_type == "application/problem+json"
+    assert customer.delete(url, headers={"If-Match": first_tag}).status_code == 412
+    assert cart_of(customer)["items"][0]["qty"] == 2
+
+    fresh = customer.patch(url, json={"qty": 5}, headers={"If-Match": merged.headers["ETag"]})
+    assert fresh.status_code == 200 and fresh.get_json()["qty"] == 5
+    assert customer.delete(url, headers={"If-Match": f'"other", {fresh.headers["ETag"]}'}).status_code == 204
+    assert cart_of(customer)["items"] == []
+
+
 def test_another_users_line_is_404_and_stays(app, customer, other_customer, offers):
     theirs = add(other_customer, "t-wash", 2).get_json()
     response = customer.delete(f"/api/v1/cart/items/{theirs['id']}")
     assert response.status_code == 404
+    # With a matching If-Match too: the line is not found, not "changed".
+    tag = f'"{theirs["id"]}.{theirs["version"]}"'
+    assert customer.delete(f"/api/v1/cart/items/{theirs['id']}", headers={"If-Match": tag}).status_code == 404
     assert [item["id"] for item in cart_of(other_customer)["items"]] == [theirs["id"]]
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Flask
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Select, delete, or_, select
+from sqlalchemy.orm import Session
 
 from extensions import db
 from messaging import metrics
@@ -30,28 +31,37 @@ from models.messaging import DeadLetter, LocalDelivery, OutboxMessage
 log = logging.getLogger("carhub.embedded")
 
 
-def unsent_rows(limit: int) -> list[OutboxMessage]:
-    """Unsent rows due now, oldest first, locked (SKIP LOCKED on PostgreSQL, so several
-    relays share the work and never take the same row)."""
-    query = (
-        select(OutboxMessage)
+def unsent_query(*columns: object) -> Select:
+    """Unsent rows due now, oldest first (lock them: ``with_for_update(skip_locked=True)``)."""
+    return (
+        select(*columns)
         .where(
             OutboxMessage.published_at.is_(None),
             or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= utcnow()),
         )
         .order_by(OutboxMessage.created_at, OutboxMessage.id)
-        .limit(limit)
     )
-    if db.session.get_bind().dialect.name == "postgresql":
+
+
+def unsent_rows(limit: int, session: Session | None = None) -> list[OutboxMessage]:
+    """Unsent rows due now, oldest first, locked (SKIP LOCKED on PostgreSQL, so several
+    relays share the work and never take the same row)."""
+    session = session or db.session
+    query = unsent_query(OutboxMessage).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list(db.session.scalars(query))
+    return list(session.scalars(query))
 
 
 def postpone(row: OutboxMessage, error: str) -> None:
     """Keep a row unsent, retried later with a growing pause (capped at a minute)."""
     row.attempts = (row.attempts or 0) + 1
     row.last_error = error[:1000]
-    row.next_attempt_at = utcnow() + timedelta(seconds=min(60, 2 ** min(row.attempts, 6)))
+    row.next_attempt_at = postponed_until(row.attempts)
+
+
+def postponed_until(attempts: int) -> datetime:
+    return utcnow() + timedelta(seconds=min(60, 2 ** min(attempts, 6)))
 
 
 def dead_letter_row(delivery: Delivery, reason: str, dead_letter_id: str | None = None) -> DeadLetter:

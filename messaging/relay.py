@@ -16,18 +16,23 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 
 import pika
 from flask import Flask
 from pika.exceptions import AMQPError
+from sqlalchemy import Row, String, any_, bindparam, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
 
 from extensions import db
 from messaging import metrics
-from messaging.embedded import postpone, unsent_rows
+from messaging.embedded import postponed_until, unsent_query
 from messaging.envelope import outgoing
 from messaging.topology import EVENTS_EXCHANGE, declare
 from messaging.wakeup import OutboxDoorbell
 from models.base import utcnow
+from models.messaging import OutboxMessage
 
 log = logging.getLogger("carhub.relay")
 
@@ -69,6 +74,26 @@ class _Confirms:
         self.returned.add(properties.message_id)
 
 
+def _postpone(session: Session, row: Row, error: str) -> None:
+    """A returned or nacked row stays unsent and waits (see ``embedded.postpone``)."""
+    attempts = (row.attempts or 0) + 1
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row.id)
+        .values(attempts=attempts, last_error=error[:1000], next_attempt_at=postponed_until(attempts))
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass
+class _Batch:
+    """Rows taken (and locked) in their own transaction, and their confirm tags."""
+
+    session: Session
+    rows: list[Row]
+    by_tag: dict[int, tuple[Row, str]] = field(default_factory=dict)
+
+
 class BrokerRelay:
     """Publishes the outbox to RabbitMQ until ``stop`` is set (reconnects by itself)."""
 
@@ -98,53 +123,127 @@ class BrokerRelay:
         self.connection = self.channel = None
 
     def publish_pending(self) -> int:
-        """Publish one batch; returns how many rows were taken (0: nothing due)."""
+        """Publish one batch and wait for it; returns how many rows were taken (0: none due)."""
         if self.connection is None:
             self.connect()
         with self.app.app_context():
-            rows = unsent_rows(self.batch_size)
-            if not rows:
-                db.session.rollback()
+            batch = self._take()
+            if batch is None:
                 return 0
-            try:
-                by_tag = self._publish(rows)
-            except BaseException:
-                db.session.rollback()
-                raise
-            now, sent = utcnow(), 0
-            for tag, row in by_tag.items():
-                message_id = outgoing(row, EVENTS_EXCHANGE).properties.message_id
-                if tag in self.confirms.nacked:
-                    postpone(row, "nacked by the broker")
-                elif message_id in self.confirms.returned:
-                    postpone(row, f"unroutable: the broker returned {row.type!r} (no queue is bound)")
-                else:
-                    row.published_at = now
-                    sent += 1
-            db.session.commit()
-            metrics.count("published", sent)
-            return len(rows)
+            self._send(batch)
+            self._settle(batch)
+            return len(batch.rows)
 
-    def _publish(self, rows: list) -> dict[int, object]:
+    def drain(self) -> int:
+        """Publish until nothing is due; returns how many rows were taken.
+
+        On PostgreSQL two batches are in flight: while the broker confirms one, the
+        next is selected (SKIP LOCKED passes over the rows the first still locks) and
+        published, in a second transaction. SQLite has no row locks: one at a time.
+        """
+        if self.connection is None:
+            self.connect()
+        total = 0
+        with self.app.app_context():
+            pipelined = db.engine.dialect.name == "postgresql"
+            previous: _Batch | None = None
+            try:
+                while True:
+                    current = self._take() if pipelined or previous is None else None
+                    if current is not None:
+                        self._send(current)
+                        total += len(current.rows)
+                    if previous is not None:
+                        self._settle(previous)
+                    previous = current
+                    if current is None:
+                        return total
+                    if not pipelined:
+                        self._settle(current)
+                        previous = None
+                        if len(current.rows) < self.batch_size:
+                            return total
+            except BaseException:
+                for batch in (previous,):
+                    if batch is not None:
+                        batch.session.rollback()
+                        batch.session.close()
+                raise
+
+    def _take(self) -> _Batch | None:
+        session = Session(db.engine, expire_on_commit=False)
+        try:
+            # Plain rows, not ORM objects: the relay only reads them (and this is its hot path).
+            query = unsent_query(*OutboxMessage.__table__.c).limit(self.batch_size)
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.execute(query))
+        except BaseException:
+            session.close()
+            raise
+        if not rows:
+            session.rollback()
+            session.close()
+            return None
+        return _Batch(session, rows)
+
+    def _send(self, batch: _Batch) -> None:
+        """Publish the batch's rows without waiting for their confirms."""
         confirms = self.confirms
-        confirms.nacked.clear()
-        confirms.returned.clear()
-        by_tag = {}
-        for row in rows:
-            message = outgoing(row, EVENTS_EXCHANGE)
-            self.channel.basic_publish(
-                message.exchange, message.routing_key, message.body, message.properties, mandatory=True
-            )
-            tag = confirms.next_tag
-            confirms.next_tag += 1
-            confirms.outstanding.add(tag)
-            by_tag[tag] = row
-        deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
-        while confirms.outstanding:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(confirms.outstanding)} confirms did not come back")
-            self.connection.process_data_events(time_limit=0.05)
-        return by_tag
+        try:
+            for row in batch.rows:
+                message = outgoing(row, EVENTS_EXCHANGE)
+                self.channel.basic_publish(
+                    message.exchange, message.routing_key, message.body, message.properties, mandatory=True
+                )
+                tag = confirms.next_tag
+                confirms.next_tag += 1
+                confirms.outstanding.add(tag)
+                batch.by_tag[tag] = (row, message.properties.message_id)
+        except BaseException:
+            batch.session.rollback()
+            batch.session.close()
+            raise
+
+    def _settle(self, batch: _Batch) -> int:
+        """Wait for the batch's confirms, mark the confirmed rows sent, commit."""
+        confirms, session = self.confirms, batch.session
+        try:
+            deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
+            while not confirms.outstanding.isdisjoint(batch.by_tag):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("confirms did not come back")
+                self.connection.process_data_events(time_limit=0.01)
+            now, sent_ids = utcnow(), []
+            for tag, (row, message_id) in batch.by_tag.items():
+                if tag in confirms.nacked:
+                    confirms.nacked.discard(tag)
+                    _postpone(session, row, "nacked by the broker")
+                elif message_id in confirms.returned:
+                    _postpone(session, row, f"unroutable: the broker returned {row.type!r} (no queue is bound)")
+                else:
+                    sent_ids.append(row.id)
+            confirms.returned.difference_update(message_id for _, message_id in batch.by_tag.values())
+            if sent_ids:  # one statement for the batch, not one UPDATE per row
+                # PostgreSQL: one array parameter instead of hundreds of IN placeholders
+                if session.get_bind().dialect.name == "postgresql":
+                    which = OutboxMessage.id == any_(bindparam("ids", sent_ids, type_=ARRAY(String)))
+                else:
+                    which = OutboxMessage.id.in_(sent_ids)
+                session.execute(
+                    update(OutboxMessage)
+                    .where(which)
+                    .values(published_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        metrics.count("published", len(sent_ids))
+        return len(sent_ids)
 
     def run(self) -> None:
         doorbell = OutboxDoorbell(self.app.config["SQLALCHEMY_DATABASE_URI"])
@@ -153,11 +252,10 @@ class BrokerRelay:
         try:
             while not self.stop.is_set():
                 try:
-                    taken = self.publish_pending()
+                    self.drain()
                     backoff = 0.5
-                    if taken < self.batch_size:
-                        self.connection.process_data_events(time_limit=0)
-                        doorbell.wait(0.5)
+                    self.connection.process_data_events(time_limit=0)
+                    doorbell.wait(0.5)
                 except (AMQPError, OSError, TimeoutError) as exc:
                     log.warning("relay lost the broker (%s); reconnecting in %.1fs", exc, backoff)
                     self.close()

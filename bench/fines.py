@@ -10,7 +10,8 @@ plates (so most fined plates belong to no known car). One ordinary customer owns
 (100,000 fines: the costly case of "the fines of the plates of my cars").
 
 Each target is the service call the view makes (``services.fines``), timed in process
-with a warm connection, median of ``--repeat`` calls. The baseline is one fine by
+with a warm connection, median of ``--repeat`` interleaved rounds. The fleet's page is
+timed both ways: the per-plate merge the service uses and the plain sorted query. The baseline is one fine by
 primary key through the same visibility rule (``get_fine`` as staff): the floor of a
 query through this stack. It also prints the PostgreSQL plan of the fleet customer's
 page, and checks that page against a plain SQL query so a fast wrong answer cannot pass.
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.fines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fines", type=int, default=FINES, help="background fines to load (default 1,000,000)")
-    parser.add_argument("--repeat", type=int, default=200, help="calls per target (default 200)")
+    parser.add_argument("--repeat", type=int, default=100, help="rounds over all targets (default 100)")
     return parser.parse_args(argv)
 
 
@@ -123,12 +124,13 @@ def load(database_url: str, count: int) -> None:
 
 
 def measure(args: argparse.Namespace) -> None:
-    from sqlalchemy import select, text
+    from sqlalchemy import select
 
     from app import create_app
     from extensions import db
     from models.fines import Fine
     from services import fines
+    from services.pagination import paginate
 
     app = create_app({"RABBITMQ_URL": ""})
     staff_id = "bench-staff"
@@ -139,33 +141,41 @@ def measure(args: argparse.Namespace) -> None:
         some_fine = db.session.scalar(select(Fine.id).where(Fine.license_plate == "P000002").limit(1))
         unpaid = list(db.session.scalars(select(Fine.id).where(Fine.license_plate.like("P%")).limit(args.repeat)))
         db.session.rollback()
+        plain_fleet = fines._visible(fleet).order_by(*fines.NEWEST_FIRST)
         targets: list[tuple[str, Callable[[int], Any]]] = [
             ("one fine by id (baseline)", lambda _: fines.get_fine(staff, some_fine)),
             ("customer, all their fines", lambda _: fines.list_fines(customer, 1, 20)),
             ("customer, one plate", lambda _: fines.list_fines(customer, 1, 20, license_plate="P000002")),
             ("customer, another's plate", lambda _: fines.list_fines(customer, 1, 20, license_plate="P000500")),
-            ("fleet customer, page 1", lambda _: fines.list_fines(fleet, 1, 20)),
-            ("fleet customer, unpaid", lambda _: fines.list_fines(fleet, 1, 20, paid=False)),
+            ("fleet, page 1 (merged)", lambda _: fines.list_fines(fleet, 1, 20)),
+            ("fleet, page 1 (plain query)", lambda _: paginate(plain_fleet, 1, 20)),
+            ("fleet, count alone", lambda _: db.session.scalar(count_of(plain_fleet))),
+            ("fleet, unpaid (merged)", lambda _: fines.list_fines(fleet, 1, 20, paid=False)),
             ("staff, every fine, page 1", lambda _: fines.list_fines(staff, 1, 20)),
             ("staff, one plate", lambda _: fines.list_fines(staff, 1, 20, license_plate="P000777")),
             ("pay (staff), commit", lambda i: fines.pay_fine(staff, unpaid[i])),
         ]
-        rows = []
-        for label, call in targets:
-            call(0)  # warm: connection, statement cache
+        for _, call in targets:
+            call(0)  # warm: connection, statement cache, buffers
             db.session.rollback()
-            times = []
-            for i in range(1, args.repeat):
+        # Rounds interleave the targets, so load from elsewhere on the machine hits all alike.
+        times: dict[str, list[float]] = {label: [] for label, _ in targets}
+        for i in range(1, args.repeat):
+            for label, call in targets:
                 started = time.perf_counter()
                 call(i)
-                times.append(time.perf_counter() - started)
+                times[label].append(time.perf_counter() - started)
                 db.session.rollback()
-            rows.append((label, statistics.median(times) * 1000, sorted(times)[int(len(times) * 0.99)] * 1000))
+        rows = [
+            (label, statistics.median(spent) * 1000, sorted(spent)[int(len(spent) * 0.99)] * 1000)
+            for label, spent in times.items()
+        ]
 
         check_fleet_page(fines, fleet)
-        query = fines._visible(fleet).order_by(Fine.issued_at.desc(), Fine.id.desc()).limit(20)
-        compiled = query.compile(db.engine, compile_kwargs={"literal_binds": True})
-        plan = db.session.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {compiled}")).scalars().all()
+        plans = {
+            "plain": explain(plain_fleet.limit(20)),
+            "count": explain(count_of(plain_fleet)),
+        }
         db.session.rollback()
         db.engine.dispose()
 
@@ -173,9 +183,25 @@ def measure(args: argparse.Namespace) -> None:
     print(f"\n{'target':<30}{'p50 ms':>9}{'p99 ms':>9}{'p50 / baseline':>16}")
     for label, p50, p99 in rows:
         print(f"{label:<30}{p50:>9.2f}{p99:>9.2f}{p50 / base:>15.1f}x")
-    print("\nplan of the fleet customer's first page (100,000 visible fines):")
-    for line in plan:
-        print("  " + line)
+    for name, plan in plans.items():
+        print(f"\nplan of the fleet customer's {name} query (100,000 visible fines):")
+        for line in plan:
+            print("  " + line)
+
+
+def count_of(query: Any) -> Any:
+    from sqlalchemy import func, select
+
+    return select(func.count()).select_from(query.order_by(None).subquery())
+
+
+def explain(query: Any) -> list[str]:
+    from sqlalchemy import text
+
+    from extensions import db
+
+    compiled = query.compile(db.engine, compile_kwargs={"literal_binds": True})
+    return list(db.session.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {compiled}")).scalars())
 
 
 def check_fleet_page(fines: Any, fleet: Any) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, union_all, update
 
 from extensions import db
 from models.base import utcnow
@@ -30,6 +30,12 @@ from services.pagination import Page, paginate
 HANDLERS: dict[str, Callable[[Any], None]] = {}
 # event type -> handler that writes notifications
 NOTIFICATIONS: dict[str, Callable[[Any], None]] = {}
+
+
+NEWEST_FIRST = (Fine.issued_at.desc(), Fine.id.desc())
+# Up to this many rows per plate the per-plate merge beats one sort of all the fines.
+MERGE_LIMIT = 1000
+MERGE_MAX_PLATES = 100  # one UNION ALL branch each (SQLite allows 500)
 
 
 @dataclass(frozen=True)
@@ -92,12 +98,46 @@ def list_fines(
     without fines, so the answer says nothing about other people's cars.
     """
     query = _visible(viewer)
+    filters = []
     if license_plate is not None:
-        query = query.where(Fine.license_plate == normalise_plate(license_plate))
+        filters.append(Fine.license_plate == normalise_plate(license_plate))
     if paid is not None:
-        query = query.where(Fine.paid_at.is_not(None) if paid else Fine.paid_at.is_(None))
-    result = paginate(query.order_by(Fine.issued_at.desc(), Fine.id.desc()), page, size)
+        filters.append(Fine.paid_at.is_not(None) if paid else Fine.paid_at.is_(None))
+    query = query.where(*filters).order_by(*NEWEST_FIRST)
+    if not viewer.staff and license_plate is None:
+        plates = list(db.session.scalars(_own_plates(viewer.user_id)))
+        if 1 < len(plates) <= MERGE_MAX_PLATES and page * size <= MERGE_LIMIT:
+            return _merged_page(plates, filters, query, page, size)
+    result = paginate(query, page, size)
     return Page(items=[snapshot(fine) for fine in result.items], page=page, size=size, total=result.total)
+
+
+def _merged_page(plates: list[str], filters: list[Any], query: Select, page: int, size: int) -> Page:
+    """A customer with many cars: the newest ``page * size`` of each plate, merged.
+
+    The plain query reads every fine of every plate and sorts them (100,000 fines of a
+    50-car fleet: tens of milliseconds); this reads at most ``page * size`` index
+    entries per plate. Same rows, same order (``tests/test_fines.py`` checks both ways).
+    """
+    newest_per_plate = [
+        select(Fine.id, Fine.issued_at)
+        .where(Fine.license_plate == plate, *filters)
+        .order_by(*NEWEST_FIRST)
+        .limit(page * size)
+        .subquery()
+        for plate in plates
+    ]
+    merged = union_all(*(select(branch.c.id, branch.c.issued_at) for branch in newest_per_plate)).subquery()
+    page_query = (
+        select(Fine)
+        .join(merged, Fine.id == merged.c.id)
+        .order_by(merged.c.issued_at.desc(), merged.c.id.desc())
+        .limit(size)
+        .offset((page - 1) * size)
+    )
+    items = [snapshot(fine) for fine in db.session.scalars(page_query)]
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    return Page(items=items, page=page, size=size, total=total)
 
 
 def get_fine(viewer: Viewer, fine_id: str) -> dict[str, Any]:
@@ -135,6 +175,9 @@ def _visible(viewer: Viewer) -> Select:
     """Staff see every fine; a customer the fines of plates on cars they own now."""
     query = select(Fine)
     if not viewer.staff:
-        own_plates = select(Car.license_plate).where(Car.owner_id == viewer.user_id, Car.license_plate.is_not(None))
-        query = query.where(Fine.license_plate.in_(own_plates))
+        query = query.where(Fine.license_plate.in_(_own_plates(viewer.user_id)))
     return query
+
+
+def _own_plates(user_id: str) -> Select:
+    return select(Car.license_plate).where(Car.owner_id == user_id, Car.license_plate.is_not(None))

@@ -196,6 +196,35 @@ def test_list_pages_in_a_stable_order(app, staff, customer):
     assert sorted(seen) == sorted(ids) and len(set(seen)) == 5
 
 
+def test_a_customer_with_many_cars_pages_like_the_plain_query(app, staff, customer):
+    """Several plates take the per-plate merge: every page equals the plain sorted list."""
+    from services import fines
+
+    plates = ["M1", "M2", "M3"]
+    for plate in plates:
+        add_car(staff, customer, plate)
+    times = ["2026-11-01T10:00:00Z", "2026-11-02T10:00:00Z", "2026-11-03T10:00:00Z"]  # many ties
+    created = [issue(staff, plate=plates[i % 3], issued_at=times[i % 4 % 3]).get_json() for i in range(23)]
+    for fine in created[::5]:
+        assert staff.post(f"/api/v1/fines/{fine['id']}/pay").status_code == 200
+    issue(staff, plate="NOT-MINE")
+
+    viewer = fines.Viewer(customer.user["id"])
+    for paid in (None, True, False):
+        expected = [
+            fine["id"]
+            for fine in sorted(created, key=lambda fine: (fine["issued_at"], fine["id"]), reverse=True)
+            if paid is None or (fine["id"] in {f["id"] for f in created[::5]}) == paid
+        ]
+        for size in (1, 4, 7, 30):
+            seen = []
+            for page in range(1, len(expected) // size + 2):
+                result = fines.list_fines(viewer, page, size, paid=paid)
+                assert result.total == len(expected)
+                seen += [fine["id"] for fine in result.items]
+            assert seen == expected, (paid, size)
+
+
 @pytest.mark.parametrize("query", ["page=0", "size=0", "size=101", "page=x", "paid=maybe", "license_plate="])
 def test_bad_list_arguments_are_422(app, customer, query):
     response = customer.get(f"/api/v1/fines?{query}")

@@ -229,7 +229,7 @@ def run_bare(database_url: str, deliveries: list[Any], batch: int | None) -> flo
             action, sku, qty, warehouse_id, _issued_by, _actor, qty_after = row
             delta = qty if action == "increase" else -qty
             change = {"warehouse_id": warehouse_id, "sku": sku, "qty": qty_after, "delta": delta, "reason": action}
-            cursor.execute(BARE_SQL["outbox"], (str(uuid.uuid4()), f"{warehouse_id}/{sku}", Jsonb(change)))
+            cursor.execute(BARE_SQL["outbox"], (str(uuid.uuid4()), sku, Jsonb(change)))
             if batch:
                 cursor.execute("RELEASE SAVEPOINT sp")
             if not batch or (index + 1) % batch == 0 or index + 1 == len(messages):

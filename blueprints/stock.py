@@ -57,7 +57,7 @@ class StockItems(MethodView):
         return stock.list_levels(args.get("warehouse_id"), args.get("sku"), args["page"], args["size"])
 
 
-@blp.route("/warehouses/<warehouse_id>/products/<sku>")
+@blp.route("/warehouses/<warehouse_id>/products/<path:sku>")  # a sku may contain "/"
 class WarehouseProduct(MethodView):
     @auth_required()
     @blp.response(200, StockLevelSchema)

@@ -169,10 +169,10 @@ class WarehouseMovementEventSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # CloudEvents extension attributes (destination, ...) are welcome
 
-    id = VisibleId(required=True, max_length=128)
+    id = VisibleId(required=True, max_length=64)  # it becomes the outbox row's id
     source = fields.String(required=True, validate=validate.Length(min=1, max=128))
     specversion = fields.String(load_default="1.0", validate=validate.Equal("1.0"))
     type = fields.String(required=True, validate=validate.Equal(WAREHOUSE_MOVEMENT_TYPE))
     time = FlexibleTime()
-    subject = fields.String(allow_none=True)
+    subject = fields.String(allow_none=True, validate=validate.Length(max=128))
     data = fields.Nested(MovementDataSchema, required=True)

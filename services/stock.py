@@ -63,7 +63,8 @@ warehouses: Table = Warehouse.__table__  # type: ignore[assignment]
 
 
 def level_key(warehouse_id: str, sku: str) -> str:
-    return f"stock:level:{warehouse_id}:{sku}"
+    """Length-prefixed: ids may contain ':', and ("a:b", "c") must not be ("a", "b:c")."""
+    return f"stock:level:{len(warehouse_id)}:{warehouse_id}:{sku}"
 
 
 # --- reference data --------------------------------------------------------------------
@@ -560,7 +561,7 @@ def _announce_change(
     """``stock.changed`` in the outbox, and the cached reads dropped once it commits."""
     record_event(
         "stock.changed",
-        f"{warehouse_id}/{sku}",
+        sku,  # the subject column holds 128 characters; the warehouse is in the data
         {
             "warehouse_id": warehouse_id,
             "sku": sku,

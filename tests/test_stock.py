@@ -478,3 +478,24 @@ def test_reads_need_a_user_and_a_valid_id(customer, anonymous):
     assert anonymous.get(level_url("main", "A")).status_code == 401
     assert anonymous.get("/api/v1/stock/items").status_code == 401
     assert customer.get(level_url("main", "x" * 65)).status_code == 422
+
+
+def test_ids_with_colons_slashes_and_full_length_are_kept_apart(staff):
+    """Cache keys cannot collide (("a:b", "c") vs ("a", "b:c")), a sku may hold '/', and
+    64-character warehouse and sku ids fit everywhere they are written."""
+    assert qty_of(staff, "b:c", "a") == 0  # cached zero under ("a", "b:c")
+    command(staff, "increase", "c", 5, warehouse_id="a:b")
+    command(staff, "increase", "part/7", 2)
+    long_warehouse, long_sku = "W" * 64, "S" * 64
+    command(staff, "increase", long_sku, 1, warehouse_id=long_warehouse)
+    drain_outbox()
+    assert qty_of(staff, "c", "a:b") == 5
+    assert qty_of(staff, "b:c", "a") == 0
+    assert qty_of(staff, "part/7") == 2
+    assert qty_of(staff, long_sku, long_warehouse) == 1
+
+
+def test_the_webhook_id_must_fit_the_outbox(staff):
+    cloudevent = movement_cloudevent("arrival", "mv-long", "WH-A", "P-L", 1, event_id="x" * 65)
+    response = staff.post(WEBHOOK, json=cloudevent)
+    assert response.status_code == 422 and "id" in response.get_json()["errors"]

@@ -9,6 +9,7 @@ cart was emptied, and a failed checkout leaves the cart as it was.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -157,6 +158,8 @@ def _change_condition(user_id: str, item_id: str, if_match: str | None) -> list[
     The version is checked in the UPDATE/DELETE itself, so a change that lands between
     our read and our write cannot be overwritten unseen.
     """
+    if not _is_uuid(item_id):
+        raise NotFound(f"cart item {item_id} not found")
     condition = [CartItem.id == item_id, CartItem.user_id == user_id]
     if if_match is None or if_match.strip() == "*":
         return condition
@@ -207,6 +210,15 @@ def _priced(item: CartItem) -> dict[str, Any]:
         "available": available,
         "added_at": item.created_at,
     }
+
+
+def _is_uuid(value: str) -> bool:
+    """Line ids are UUIDs: anything else is "not found" without asking the database."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _insert_for_dialect() -> Callable[..., Any]:

@@ -8,6 +8,7 @@ NULL``): of two concurrent payments exactly one changes the row, the other is a 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,16 @@ class Viewer:
 
     user_id: str
     staff: bool = False
+
+
+def is_uuid(value: str) -> bool:
+    """Ids are UUIDs: anything else is "not found" without asking the database (which
+    would refuse some strings, NUL for one, with an error instead of no rows)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def normalise_plate(plate: str) -> str:
@@ -165,7 +176,7 @@ def pay_fine(viewer: Viewer, fine_id: str) -> dict[str, Any]:
 
 
 def _load_visible(viewer: Viewer, fine_id: str) -> Fine:
-    fine = db.session.scalar(_visible(viewer).where(Fine.id == fine_id))
+    fine = db.session.scalar(_visible(viewer).where(Fine.id == fine_id)) if is_uuid(fine_id) else None
     if fine is None:
         raise NotFound(f"fine {fine_id} not found")
     return fine

@@ -158,6 +158,7 @@ def test_each_user_has_their_own_cart(app, customer, other_customer, offers):
         ({"code": "", "qty": 1}, "code"),
         ({"code": "x" * 65, "qty": 1}, "code"),
         ({"code": 7, "qty": 1}, "code"),
+        ({"code": "t-\x00wash", "qty": 1}, "code"),
         ({"code": "t-wash", "price": "1.00"}, "price"),
         ({"code": "no-such-code", "qty": 1}, "code"),
     ],
@@ -213,6 +214,8 @@ def test_remove_a_line(app, customer, offers):
     again = customer.delete(f"/api/v1/cart/items/{drop['id']}")
     assert again.status_code == 404 and again.content_type == "application/problem+json"
     assert customer.delete(f"/api/v1/cart/items/{MISSING_ID}").status_code == 404
+    assert customer.delete("/api/v1/cart/items/nul%00byte").status_code == 404  # not a 500 from PostgreSQL
+    assert customer.patch("/api/v1/cart/items/nul%00byte", json={"qty": 2}).status_code == 404
 
 
 def test_lines_carry_an_etag_and_honour_if_match(app, customer, offers):
@@ -348,6 +351,7 @@ def test_checkout_takes_only_the_callers_cart(app, staff, customer, other_custom
         ({"car_id": MISSING_ID, "desired_time": "soon"}, "desired_time"),
         ({"car_id": MISSING_ID, "desired_time": "2001-01-01T10:00:00Z"}, "desired_time"),
         ({"car_id": MISSING_ID, "desired_time": "2999-01-01T10:00:00Z", "total": "1.00"}, "total"),
+        ({"car_id": MISSING_ID, "desired_time": "2999-01-01T10:00:00Z", "description": "a\x00b"}, "description"),
     ],
 )
 def test_invalid_checkout_is_422(app, customer, offers, body, field):

@@ -94,9 +94,12 @@ def test_anonymous_gets_401(app, anonymous):
         ("license_plate", "   "),
         ("license_plate", "X" * 17),
         ("license_plate", 123),
+        ("license_plate", "A\x00B"),
+        ("license_plate", "A\tB"),
         ("reason", ""),
         ("reason", "  "),
         ("reason", "r" * 501),
+        ("reason", "nul\x00byte"),
         ("issued_at", "yesterday"),
         ("issued_at", "2999-01-01T00:00:00Z"),
         ("issued_at", None),
@@ -225,7 +228,9 @@ def test_a_customer_with_many_cars_pages_like_the_plain_query(app, staff, custom
             assert seen == expected, (paid, size)
 
 
-@pytest.mark.parametrize("query", ["page=0", "size=0", "size=101", "page=x", "paid=maybe", "license_plate="])
+@pytest.mark.parametrize(
+    "query", ["page=0", "size=0", "size=101", "page=x", "paid=maybe", "license_plate=", "license_plate=A%00B"]
+)
 def test_bad_list_arguments_are_422(app, customer, query):
     response = customer.get(f"/api/v1/fines?{query}")
     assert response.status_code == 422
@@ -286,6 +291,7 @@ def test_another_customers_fine_is_404_to_read_and_to_pay(app, staff, customer, 
 def test_unknown_fine_is_404(app, staff):
     assert staff.get("/api/v1/fines/00000000-0000-0000-0000-000000000000").status_code == 404
     assert staff.post("/api/v1/fines/not-a-uuid/pay").status_code == 404
+    assert staff.get("/api/v1/fines/nul%00byte").status_code == 404  # not a 500 from PostgreSQL
 
 
 def test_the_database_refuses_a_non_positive_amount(app, staff):

@@ -49,6 +49,7 @@ def backbone() -> Iterator[Env]:
     vhost = RabbitVhost.create()
     prefix = f"carhub-bench-{uuid.uuid4().hex[:6]}:"
     url = database.url.replace("postgresql://", "postgresql+psycopg://", 1)
+    app = None
     try:
         app = create_app(
             {
@@ -70,21 +71,11 @@ def backbone() -> Iterator[Env]:
         topology.declare_url(vhost.url)
         yield Env(app, url, vhost.url, REDIS_URL, prefix)
     finally:
-        with contextlib_suppress():
-            from extensions import db
-
+        if app is not None:
             with app.app_context():
                 db.engine.dispose()
         vhost.drop()
         database.drop()
-
-
-class contextlib_suppress:  # noqa: N801 - a tiny local suppress that also works if app was never made
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 def purge(url: str, *queues: str) -> None:

@@ -221,12 +221,10 @@ def test_two_relays_at_once_take_each_row_once(app, backend):
 
 
 def test_inbound_forms_reach_the_handler_keyed_by_routing_key(app):
-    seen = []
+    seen = {}  # by id: a batch that falls back to one-by-one calls a handler again
 
     def record(queue, message):
-        if message.type == "car.deleted":
-            raise InvalidMessage("no")
-        seen.append((message.type, message.id, dict(message.data)))
+        seen[message.id] = (message.type, message.id, dict(message.data))
 
     warehouse = {
         "id": "b3b53031-e83a-4654-87f5-b6b6fb09fd99",
@@ -242,9 +240,10 @@ def test_inbound_forms_reach_the_handler_keyed_by_routing_key(app):
     enqueue("carhub.stock", "stock.command.increase", json.dumps({"action": "increase", "sku": "S", "qty": 1}))
     worker(app, record).run_until_idle()
 
-    assert seen[0] == ("stock.movement.departure", warehouse["id"], warehouse["data"])
-    assert seen[1][0] == "stock.command.increase" and seen[1][1].startswith("sha256:")
-    assert len(seen) == 2  # the identical bare command without an id is the same command
+    assert seen.pop(warehouse["id"]) == ("stock.movement.departure", warehouse["id"], warehouse["data"])
+    [(routing_key, command_id, _)] = seen.values()  # the identical bare command without an id is one
+    assert routing_key == "stock.command.increase" and command_id.startswith("sha256:")
+    assert count(InboxMessage) == 2
 
 
 @pytest.mark.slow

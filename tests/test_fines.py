@@ -229,7 +229,17 @@ def test_a_customer_with_many_cars_pages_like_the_plain_query(app, staff, custom
 
 
 @pytest.mark.parametrize(
-    "query", ["page=0", "size=0", "size=101", "page=x", "paid=maybe", "license_plate=", "license_plate=A%00B"]
+    "query",
+    [
+        "page=0",
+        "size=0",
+        "size=101",
+        "page=x",
+        "paid=maybe",
+        "license_plate=",
+        "license_plate=A%00B",
+        "page=100000000000000000000",
+    ],
 )
 def test_bad_list_arguments_are_422(app, customer, query):
     response = customer.get(f"/api/v1/fines?{query}")

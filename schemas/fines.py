@@ -13,9 +13,19 @@ from schemas.common import PageArgsSchema, StrictSchema
 CENT = decimal.Decimal("0.01")
 # Numeric(12, 2): ten digits before the point.
 MAX_AMOUNT = decimal.Decimal("9999999999.99")
+
+
 # Printable text only: PostgreSQL cannot store NUL, and a plate has no control characters.
-NO_CONTROL = validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="Control characters are not allowed.")
-NO_NUL = validate.Regexp(r"^[^\x00]*\Z", error="NUL characters are not allowed.")
+def no_control_characters(value: str) -> None:
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValidationError("Control characters are not allowed.")
+
+
+def no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("NUL characters are not allowed.")
+
+
 # Clocks of the issuing camera and of this server may disagree a little.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -45,12 +55,12 @@ class FineSchema(StrictSchema):
     """A fine; the body of POST /fines (``license_plate, amount, reason, issued_at``)."""
 
     id = fields.String(dump_only=True)
-    license_plate = fields.String(required=True, validate=[validate.Length(min=1, max=16), NO_CONTROL])
+    license_plate = fields.String(required=True, validate=[validate.Length(min=1, max=16), no_control_characters])
     amount = ExactMoney(
         required=True,
         validate=validate.Range(min=0, min_inclusive=False, max=MAX_AMOUNT, error="Must be above 0 and at most {max}."),
     )
-    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), NO_NUL])
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), no_nul])
     issued_at = fields.AwareDateTime(required=True, default_timezone=UTC)
     issued_by = fields.String(dump_only=True, allow_none=True)
     status = fields.String(dump_only=True, metadata={"enum": ["unpaid", "paid"]})
@@ -80,5 +90,5 @@ class FineListArgsSchema(PageArgsSchema):
     # The shared PageArgsSchema has no upper bound: page=10**20 overflowed the OFFSET (a
     # 500 on both databases). No list here has ten million pages.
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=10_000_000))
-    license_plate = fields.String(validate=[validate.Length(min=1, max=16), NO_CONTROL])
+    license_plate = fields.String(validate=[validate.Length(min=1, max=16), no_control_characters])
     paid = fields.Boolean()

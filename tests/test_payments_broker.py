@@ -30,6 +30,7 @@ CRASH_HOOK = textwrap.dedent(
     """
     # Test-only: SIGKILL this process right after the first commit that wrote a bonus
     # ledger entry (so after commit, before ack); a marker file makes it happen once.
+    # The accrual inserts with a Core statement, the ORM may flush objects: watch both.
     import os
     import signal
 
@@ -37,6 +38,17 @@ CRASH_HOOK = textwrap.dedent(
     from sqlalchemy.orm import Session
 
     MARKER = os.environ["CARHUB_TEST_CRASH_MARKER"]
+
+
+    def _writes_bonus_entries(statement):
+        table = getattr(statement, "table", None)
+        return getattr(table, "name", "") == "bonus_entries"
+
+
+    @event.listens_for(Session, "do_orm_execute")
+    def _saw_bonus_insert(state):
+        if state.is_insert and _writes_bonus_entries(state.statement):
+            state.session.info["carhub_test_crash"] = True
 
 
     @event.listens_for(Session, "after_flush")

@@ -131,16 +131,17 @@ def checkout(user_id: str, car_id: str, desired_time: datetime, description: str
 
 
 def _claim(items: list[CartItem]) -> None:
-    """Delete exactly the lines we read, at the quantities we read.
+    """Delete exactly the lines we read, at the versions we read.
 
     On PostgreSQL a concurrent checkout of the same cart waits on these row locks and
-    then deletes nothing; a concurrent add changed a qty. Either way: 409, nothing done.
+    then deletes nothing; a concurrent add or edit raised a version. Either way: 409,
+    and the caller rolls back, so nothing is done.
     """
     claimed = 0
     for item in items:
         claimed += db.session.execute(
             delete(CartItem)
-            .where(CartItem.id == item.id, CartItem.qty == item.qty)
+            .where(CartItem.id == item.id, CartItem.version == item.version)
             .execution_options(synchronize_session=False)
         ).rowcount
     if claimed != len(items):

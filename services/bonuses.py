@@ -207,7 +207,7 @@ def reverse_for_refund(event: Event) -> None:
     """``payment.refunded`` → take the accrual back, as far as the balance allows.
 
     What was already spent cannot be taken back; the reversal entry records it in
-    ``unreversed`` and the ``bonus.reversed`` event says so.
+    ``unreversed`` (and ``GET /bonuses/me`` shows it).
     """
     payment = _payment_of(event)
     user_id = payment.user_id
@@ -225,17 +225,8 @@ def reverse_for_refund(event: Event) -> None:
     if taken > 0 and not _take(user_id, taken):
         # Cannot happen under the row lock; if it does, a plain error makes the consumer retry.
         raise RuntimeError("the bonus balance changed under a row lock")
-    record_event(
-        "bonus.reversed",
-        user_id,
-        {
-            "user_id": user_id,
-            "payment_id": payment.id,
-            "amount": taken,
-            "unreversed": accrued - taken,
-            "balance": balance_of(user_id),
-        },
-    )
+    # No event: nothing is bound to a "bonus.reversed" (an unroutable event would sit in
+    # the outbox); the reversal entry, with its ``unreversed`` part, is the record.
 
 
 def _payment_of(event: Event) -> Payment:

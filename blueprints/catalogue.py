@@ -8,7 +8,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from blueprints.common import auth_required
+from blueprints.common import auth_required, if_match
 from schemas.catalogue import CatalogueArgsSchema, CatalogueItemPatchSchema, CatalogueItemSchema
 from schemas.common import page_of
 from services import catalogue
@@ -30,19 +30,26 @@ class Services(MethodView):
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Add a service or part to the catalogue."""
         item = catalogue.create_item(body)
-        return item, 201, {"Location": url_for("catalogue.Service", code=item["code"])}
+        return item, 201, {"Location": url_for("catalogue.Service", code=item["code"]), "ETag": catalogue.etag(item)}
 
 
 @blp.route("/services/<code>")
 class Service(MethodView):
     @blp.response(200, CatalogueItemSchema)
-    def get(self, code: str) -> dict[str, Any]:
-        """One catalogue item by its code."""
-        return catalogue.get_item(code)
+    def get(self, code: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """One catalogue item by its code (the ETag is its version)."""
+        return _one(catalogue.get_item(code))
 
     @auth_required("staff")
     @blp.arguments(CatalogueItemPatchSchema(partial=True))
     @blp.response(200, CatalogueItemSchema)
-    def patch(self, body: dict[str, Any], code: str) -> dict[str, Any]:
-        """Change a price, a name, or withdraw an item (``active: false``); orders keep their copy."""
-        return catalogue.update_item(code, body)
+    def patch(self, body: dict[str, Any], code: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Change a price, a name, or withdraw an item (``active: false``); orders keep their copy.
+
+        Honours If-Match (412 when the item changed since it was read).
+        """
+        return _one(catalogue.update_item(code, body, if_match()))
+
+
+def _one(item: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return item, 200, {"ETag": catalogue.etag(item)}

@@ -41,7 +41,7 @@ class Payments(MethodView):
         """
         result = payments.pay_order(current_user_id(), body["order_id"], body["method"], headers.get("idempotency_key"))
         location = url_for("payments.Payment", payment_id=result.payment["id"])
-        response_headers = {"Location": location}
+        response_headers = {"Location": location, "ETag": payments.etag(result.payment)}
         if result.replayed:
             response_headers["Idempotent-Replayed"] = "true"
         return result.payment, 201, response_headers
@@ -51,15 +51,17 @@ class Payments(MethodView):
 class Payment(MethodView):
     @auth_required()
     @blp.response(200, PaymentSchema)
-    def get(self, payment_id: str) -> dict[str, Any]:
+    def get(self, payment_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """One payment (its payer or staff)."""
-        return payments.get_payment(payment_id, viewer())
+        payment = payments.get_payment(payment_id, viewer())
+        return payment, 200, {"ETag": payments.etag(payment)}
 
 
 @blp.route("/payments/<payment_id>/refund")
 class Refund(MethodView):
     @auth_required("staff")
     @blp.response(200, PaymentSchema)
-    def post(self, payment_id: str) -> dict[str, Any]:
+    def post(self, payment_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Refund a succeeded payment; its bonus accrual is reversed by the consumer."""
-        return payments.refund_payment(payment_id)
+        payment = payments.refund_payment(payment_id)
+        return payment, 200, {"ETag": payments.etag(payment)}

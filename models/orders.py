@@ -36,6 +36,8 @@ class Order(db.Model):
     # Set by the payment that settled it, cleared by its refund (a conditional UPDATE
     # on this column is what keeps a bonus spend and a payment from crossing).
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Bumped by every conditional UPDATE of the row (status, payment, bonus spent): the ETag.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 

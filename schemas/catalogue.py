@@ -26,6 +26,7 @@ class CatalogueItemSchema(StrictSchema):
     description = fields.String(validate=validate.Length(max=2000))
     price = Money(required=True, validate=validate.Range(min=0, max=9_999_999_999))
     active = fields.Boolean()
+    version = fields.Integer(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 

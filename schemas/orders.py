@@ -55,6 +55,7 @@ class OrderSchema(StrictSchema):
     amount_due = Money(metadata={"description": "What a payment would charge now: total less bonus spent; 0 if paid."})
     paid = fields.Boolean()
     paid_at = fields.DateTime(allow_none=True)
+    version = fields.Integer(metadata={"description": "Changes with every change of the order; the ETag."})
     lines = fields.List(fields.Nested(OrderLineSchema))
     review = fields.Nested(ReviewSchema, allow_none=True)
     created_at = fields.DateTime()

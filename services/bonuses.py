@@ -110,7 +110,7 @@ def spend(user_id: str, amount: Decimal, order_id: str | None = None) -> dict[st
                 Order.status != "cancelled",
                 Order.total - Order.bonus_spent >= amount,
             )
-            .values(bonus_spent=Order.bonus_spent + amount, updated_at=utcnow())
+            .values(bonus_spent=Order.bonus_spent + amount, updated_at=utcnow(), version=Order.version + 1)
             .execution_options(synchronize_session=False)
         ).rowcount
         if applied != 1:

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from extensions import db
 from models.catalogue import CatalogueItem
 from services import cache
-from services.errors import Conflict, InvalidInput, NotFound
+from services.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from services.pagination import Page, paginate
 
 LIST_NAMESPACE = "catalogue:list"
@@ -95,10 +96,17 @@ def create_item(fields: dict[str, Any]) -> dict[str, Any]:
     return snapshot(item)
 
 
-def update_item(code: str, fields: dict[str, Any]) -> dict[str, Any]:
+def etag(item: dict[str, Any]) -> str:
+    return f'"{item["id"]}.{item["version"]}"'
+
+
+def update_item(code: str, fields: dict[str, Any], if_match: str | None = None) -> dict[str, Any]:
     item = db.session.scalar(select(CatalogueItem).where(CatalogueItem.code == code))
     if item is None:
         raise NotFound(f"catalogue item {code} not found")
+    if if_match is not None and if_match.strip() != "*" and etag(snapshot(item)) not in _tags(if_match):
+        db.session.rollback()
+        raise PreconditionFailed("the item has changed since you read it; read it again")
     _check_unique(fields, exclude_id=item.id)
     _check_sku(fields.get("kind", item.kind), fields.get("sku", item.sku))
     for name, value in fields.items():
@@ -150,6 +158,10 @@ def seed_catalogue() -> None:
         cache.bump_after_commit(LIST_NAMESPACE)
 
 
+def _tags(header: str) -> set[str]:
+    return {part.strip().removeprefix("W/") for part in header.split(",")}
+
+
 def _check_sku(kind: str, sku: str | None) -> None:
     if kind != "part" and sku:
         raise InvalidInput("only parts have a sku", errors={"sku": ["Only parts (kind=part) have a sku."]})
@@ -176,6 +188,9 @@ def _commit(*codes: str) -> None:
     except IntegrityError as exc:
         db.session.rollback()
         raise Conflict("a catalogue item with this code or sku already exists") from exc
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise PreconditionFailed("the item was changed concurrently; read it again") from exc
 
 
 # The catalogue consumes no queue and writes no notifications.

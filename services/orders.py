@@ -16,7 +16,7 @@ from models.base import ZERO, utcnow
 from models.cars import Car
 from models.orders import Order, OrderLine, OrderReview
 from services import catalogue
-from services.errors import Conflict, NotFound
+from services.errors import Conflict, NotFound, PreconditionFailed
 from services.events import record_event
 from services.notifications import notify
 from services.pagination import Page, paginate
@@ -56,6 +56,7 @@ def snapshot(order: Order) -> dict[str, Any]:
         "amount_due": ZERO if order.paid_at else order.amount_due,
         "paid": order.paid_at is not None,
         "paid_at": order.paid_at,
+        "version": order.version,
         "lines": [
             {
                 "code": line.code,
@@ -145,22 +146,30 @@ def list_orders(
     return Page(items=[snapshot(order) for order in result.items], page=page, size=size, total=result.total)
 
 
-def change_status(order_id: str, new_status: str) -> dict[str, Any]:
+def etag(order: dict[str, Any]) -> str:
+    return f'"{order["id"]}.{order["version"]}"'
+
+
+def change_status(order_id: str, new_status: str, if_match: str | None = None) -> dict[str, Any]:
     """Move an order along its machine; an illegal move, or a lost race, is a 409.
 
     The UPDATE is conditional on the status we read, so two staff moving the same
-    order at once cannot both win (the loser sees the status the winner set).
+    order at once cannot both win (the loser sees the status the winner set). With
+    ``If-Match`` the order must still be the version the caller read (else 412).
     """
     order = db.session.get(Order, order_id)
     if order is None:
         raise NotFound(f"order {order_id} not found")
+    if not matches(if_match, etag(snapshot(order))):
+        db.session.rollback()
+        raise PreconditionFailed("the order has changed since you read it; read it again")
     old_status = order.status
     if new_status not in TRANSITIONS[old_status]:
         raise Conflict(f"an order cannot go from {old_status} to {new_status}")
     changed = db.session.execute(
         update(Order)
         .where(Order.id == order_id, Order.status == old_status)
-        .values(status=new_status, updated_at=utcnow())
+        .values(status=new_status, updated_at=utcnow(), version=Order.version + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     if changed != 1:
@@ -196,8 +205,16 @@ def review_order(order_id: str, viewer: Viewer, rating: int, comment: str | None
     return snapshot(order)
 
 
+def matches(if_match: str | None, tag: str) -> bool:
+    """``If-Match`` absent or ``*``, or one of its tags is ``tag``."""
+    if if_match is None or if_match.strip() == "*":
+        return True
+    return tag in {part.strip().removeprefix("W/") for part in if_match.split(",")}
+
+
 def _event_data(order: dict[str, Any]) -> dict[str, Any]:
-    return {"order_id": order["id"], **{key: value for key, value in order.items() if key not in ("id", "review")}}
+    skip = ("id", "review", "version")
+    return {"order_id": order["id"], **{key: value for key, value in order.items() if key not in skip}}
 
 
 # --- event → notification rules (queue carhub.notifications, binding order.#) -----------

@@ -76,7 +76,7 @@ def pay_order(user_id: str, order_id: str, method: str, idempotency_key: str | N
             Order.bonus_spent == seen_bonus,
             Order.status != "cancelled",
         )
-        .values(paid_at=now, updated_at=now)
+        .values(paid_at=now, updated_at=now, version=Order.version + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     if settled != 1:
@@ -92,6 +92,11 @@ def pay_order(user_id: str, order_id: str, method: str, idempotency_key: str | N
         db.session.rollback()
         return _lost_race(user_id, order_id, method, idempotency_key)
     return PaymentResult(snapshot(payment))
+
+
+def etag(payment: dict[str, Any]) -> str:
+    """A payment changes once (succeeded → refunded): its status is its version."""
+    return f'"{payment["id"]}.{payment["status"]}"'
 
 
 def _lost_race(user_id: str, order_id: str, method: str, idempotency_key: str | None) -> PaymentResult:
@@ -153,7 +158,7 @@ def refund_payment(payment_id: str) -> dict[str, Any]:
     db.session.execute(
         update(Order)
         .where(Order.id == payment.order_id)
-        .values(paid_at=None, updated_at=now)
+        .values(paid_at=None, updated_at=now, version=Order.version + 1)
         .execution_options(synchronize_session=False)
     )
     db.session.refresh(payment)

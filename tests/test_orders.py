@@ -160,8 +160,8 @@ def test_order_created_event_and_notification(staff, customer):
 # --- the status machine ------------------------------------------------------------------
 
 
-def set_status(staff, order_id, status):
-    return staff.patch(f"{ORDER}/{order_id}/status", json={"status": status})
+def set_status(staff, order_id, status, **kwargs):
+    return staff.patch(f"{ORDER}/{order_id}/status", json={"status": status}, **kwargs)
 
 
 def test_status_machine_happy_path_emits_and_notifies(staff, customer):
@@ -281,3 +281,35 @@ def test_every_order_event_has_a_notification_rule():
     for event_type in ("order.created", "order.status_changed", "order.reviewed"):
         assert "carhub.notifications" in queues_for(event_type)
         assert event_type in HANDLERS["carhub.notifications"]
+
+
+# --- ETags and If-Match ------------------------------------------------------------------
+
+
+def test_order_etag_changes_with_every_change_and_if_match_is_honoured(staff, customer):
+    order = order_costing(staff, customer, "100.00")
+    url = f"{ORDER}/{order['id']}"
+    first = customer.get(url)
+    tag = first.headers["ETag"]
+    assert tag == f'"{order["id"]}.1"'
+    confirmed = set_status(staff, order["id"], "confirmed", headers={"If-Match": tag})
+    assert confirmed.status_code == 200
+    assert confirmed.headers["ETag"] != tag
+    stale = set_status(staff, order["id"], "in_progress", headers={"If-Match": tag})
+    assert stale.status_code == 412
+    assert customer.get(url).get_json()["status"] == "confirmed"
+    assert set_status(staff, order["id"], "in_progress", headers={"If-Match": "*"}).status_code == 200
+    # A payment changes the order too, so its ETag moves on.
+    before = customer.get(url).headers["ETag"]
+    assert customer.post("/api/v1/payments", json={"order_id": order["id"], "method": "cash"}).status_code == 201
+    assert customer.get(url).headers["ETag"] != before
+
+
+def test_catalogue_item_if_match(staff, anonymous):
+    tag = anonymous.get("/api/v1/services/washing").headers["ETag"]
+    changed = staff.patch("/api/v1/services/washing", json={"price": "1550.00"}, headers={"If-Match": tag})
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != tag
+    stale = staff.patch("/api/v1/services/washing", json={"price": "1.00"}, headers={"If-Match": tag})
+    assert stale.status_code == 412
+    assert anonymous.get("/api/v1/services/washing").get_json()["price"] == "1550.00"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -9,6 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from blueprints.common import auth_required
 from messaging.health import check_broker, queue_depths
+from messaging.metrics import MESSAGES
 from messaging.topology import all_queue_names
 from observability import sample_totals
 from services import operations
@@ -49,6 +51,7 @@ def stats() -> ResponseReturnValue:
     ).items():
         requests.setdefault(endpoint or "unknown", {})[status] = int(count)
     cache_lookups = sample_totals("carhub_cache_lookups_total", "result")
+    _show_message_counters()
     body: dict[str, Any] = {
         "requests": requests,
         "cache": {"hits": int(cache_lookups.get(("hit",), 0)), "misses": int(cache_lookups.get(("miss",), 0))},
@@ -66,3 +69,13 @@ def _queue_depths() -> dict[str, Any]:
         return queue_depths(url, all_queue_names())
     except Exception as exc:  # noqa: BLE001 - stats report, they never fail
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _show_message_counters() -> None:
+    """Put the worker's message counters on this app's registry (one-process mode; with
+    PROMETHEUS_MULTIPROC_DIR every process's counters are read from the shared files)."""
+    registry = current_app.extensions.get("carhub_metrics_registry")
+    if registry is not None and not current_app.extensions.get("carhub_message_counters"):
+        with contextlib.suppress(ValueError):  # already there
+            registry.register(MESSAGES)
+        current_app.extensions["carhub_message_counters"] = True

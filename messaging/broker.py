@@ -72,9 +72,11 @@ class BrokerConsumer:
         batch_size: int = 100,
         stop: threading.Event | None = None,
         ack_delay: float = 0.0,
+        heartbeat: int = 30,
     ) -> None:
         self.app, self.url = app, url
         self.ack_delay = ack_delay  # tests only: widen the window between commit and ack
+        self.heartbeat = heartbeat
         self.processor = Processor(handle, permanent)
         self.queues = queues or tuple(work.name for work in WORK_QUEUES)
         self.prefetch, self.batch_size = prefetch, batch_size
@@ -114,7 +116,7 @@ class BrokerConsumer:
         log.info("consumer stopped")
 
     def _connect(self) -> None:
-        self.connection = pika.BlockingConnection(connection_parameters(self.url, "carhub consumer"))
+        self.connection = pika.BlockingConnection(connection_parameters(self.url, "carhub consumer", self.heartbeat))
         self.generation += 1
         self.unsettled.clear()
         self.channel = self.connection.channel()

@@ -16,7 +16,8 @@ def check_broker(url: str) -> dict[str, Any]:
     params.connection_attempts = 1
     connection = pika.BlockingConnection(params)
     try:
-        return {"backend": "rabbitmq", "server": connection._impl.server_properties.get("version", b"").decode()}
+        version = connection._impl.server_properties.get("version", "")
+        return {"backend": "rabbitmq", "server": version.decode() if isinstance(version, bytes) else str(version)}
     finally:
         connection.close()
 

@@ -40,9 +40,9 @@ CONFIRM_TIMEOUT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 30
 
 
-def connection_parameters(url: str, name: str) -> pika.URLParameters:
+def connection_parameters(url: str, name: str, heartbeat: int = 30) -> pika.URLParameters:
     params = pika.URLParameters(url)
-    params.heartbeat = 30
+    params.heartbeat = heartbeat
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.client_properties = {"connection_name": name}

@@ -110,8 +110,8 @@ def car_event(event_id: str, owner_id: str, vin: str = "X") -> str:
 class InProcess:
     """The consumer runtime in a thread of the test (to give it a handler of our own)."""
 
-    def __init__(self, app, handler) -> None:
-        self.consumer = BrokerConsumer(app, url_of(app), handler, PERMANENT)
+    def __init__(self, app, handler, **options) -> None:
+        self.consumer = BrokerConsumer(app, url_of(app), handler, PERMANENT, **options)
         self.thread = threading.Thread(target=self.consumer.run, daemon=True)
 
     def __enter__(self) -> InProcess:
@@ -373,3 +373,50 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+def test_a_slow_handler_does_not_miss_heartbeats(broker_app, caplog):
+    """Handlers run off the I/O thread: a 1 s heartbeat survives a 4 s handler."""
+    applied = []
+
+    def slow(queue, message):
+        time.sleep(4)
+        applied.append(message.id)
+
+    with InProcess(broker_app, slow, heartbeat=1) as running:
+        generation = running.consumer.generation
+        publish(url_of(broker_app), "car.created", car_event("slow-1", "nobody"))
+        wait_until(lambda: count(InboxMessage) == 1, message="the slow message")
+        time.sleep(0.5)
+        assert running.consumer.generation == generation  # never reconnected
+    assert applied == ["slow-1"]
+    assert depth(url_of(broker_app), NOTIFICATIONS) == 0
+    assert "lost the broker" not in caplog.text
+
+
+def test_sigterm_finishes_in_flight_work_then_exits(broker_app, broker_client, start_worker):
+    owner = make_user(broker_client, "customer")
+    worker = start_worker(broker_app, env={"CARHUB_TEST_ACK_DELAY_SECONDS": "2"})
+    new_car(owner.user["id"])
+    wait_until(lambda: "acking in" in worker.output(), message="work in flight")
+    assert worker.stop() == 0
+    assert "consumer stopped" in worker.output() and "relay stopped" in worker.output()
+    assert depth(url_of(broker_app), NOTIFICATIONS) == 0  # acked before it left, not requeued
+    assert count(Notification) == 1
+
+
+def test_health_and_stats_report_the_broker_backlog_and_queues(broker_app, broker_client):
+    staff = make_user(broker_client, "staff")
+    record_event("car.created", "car-1", {})
+    db.session.commit()
+    health = broker_client.get("/health").get_json()
+    broker = health["checks"]["broker"]
+    assert broker["status"] == "ok" and broker["backend"] == "rabbitmq" and broker["server"].startswith("3.")
+    assert broker["outbox_backlog"] == 1 and broker["outbox_oldest_unsent_seconds"] >= 0
+
+    publish(url_of(broker_app), "stock.command.increase", json.dumps({"sku": "A", "qty": 1}))
+    stats = staff.get("/stats").get_json()
+    assert stats["queues"]["carhub.stock"]["messages"] == 1
+    assert stats["queues"][DEAD_LETTER_QUEUE]["messages"] == 0
+    assert {"published", "consumed", "retried", "dead_lettered"} <= set(stats["events"])
+    assert stats["events"]["unpublished"] == 1

@@ -253,3 +253,20 @@ def test_the_real_worker_process_applies_events_and_stops_cleanly(app, staff, cu
     wait_until(lambda: count(Notification) == 1, message="the notification from the embedded worker")
     assert process.stop() == 0
     assert "embedded worker stopped" in process.output()
+
+
+def test_stats_count_retries_dead_letters_and_queue_depths(app, staff):
+    def failing(queue, message):
+        if message.id == "e-poison":
+            raise InvalidMessage("never")
+        raise OperationalError("SELECT 1", {}, Exception("database is down"))
+
+    before = staff.get("/stats").get_json()["events"]
+    enqueue("carhub.notifications", "car.created", cloudevent("car.created", {}, "e-poison"))
+    enqueue("carhub.stock", "stock.command.increase", json.dumps({"sku": "A", "qty": 1}))
+    worker(app, failing).consume_pending()
+
+    stats = staff.get("/stats").get_json()
+    assert stats["events"]["dead_lettered"] - before["dead_lettered"] == 1
+    assert stats["events"]["retried"] - before["retried"] == 1
+    assert stats["queues"] == {"carhub.stock": {"messages": 1}}  # waiting for its retry

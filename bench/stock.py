@@ -8,16 +8,16 @@ database and a Redis prefix of its own, dropped at the end; about two minutes).
    applies its own fresh set of pending stock commands (as POST /stock/commands leaves
    them: a command row and its outbox event) on 20 skus, never going below zero:
    * ``consumer batch=100``: ``messaging.processing.Processor`` with ``consumer.handle``
-     — decode the CloudEvent, inbox row, ``services.stock.handle_command`` (claim the
-     command, conditional UPDATE of the level, ledger row, ``stock.changed`` outbox
-     row, cache invalidation after commit), a savepoint per message and one commit per
-     100 messages, as the RabbitMQ consumer runs it;
-   * ``consumer batch=1``: the same, one transaction per message;
-   * ``bare per-command``: the same SQL statements (inbox, claim, level, ledger,
-     outbox, NOTIFY, COMMIT) over one raw psycopg connection in one loop, one commit
-     per command — what a hand-written consumer loop would do;
-   * ``bare batch=100``: the same SQL with the consumer's savepoints and one commit
-     per 100 — the exact floor of the consumer's own transaction shape.
+     — decode the CloudEvent, inbox row, ``services.stock.handle_command`` (one
+     statement claims the command, applies the conditional change and writes the ledger
+     row; the ``stock.changed`` outbox row; cache invalidation after commit), one
+     transaction per 100 messages, as the RabbitMQ consumer runs it;
+   * ``consumer batch=1``: the same, one transaction (and savepoint) per message;
+   * ``bare per-command``: the same SQL (inbox row, claim-and-apply, outbox row,
+     NOTIFY, COMMIT) over one raw psycopg connection in one loop, one commit per
+     command — what a hand-written consumer loop would do;
+   * ``bare batch=100``: the same SQL in the consumer's batch shape (multi-row inbox
+     and outbox INSERTs, one commit per 100) — the floor of that shape.
    The goal (>= 1.0x) is the consumer as deployed (batch=100) against the bare loop;
    the other ratios show where the time goes.
 2. ``GET /api/v1/warehouses/main/products/{sku}`` on carhub (Redis cache) and on
@@ -198,8 +198,9 @@ def run_bare(database_url: str, deliveries: list[Any], batch: int | None) -> flo
     """The statements the consumer path issues (the claim-and-apply statement is taken
     from services/stock.py), hand-written over raw psycopg in one loop.
 
-    ``batch=None``: one transaction per command. Otherwise a savepoint per message and
-    a commit per ``batch``, exactly the consumer's transaction shape."""
+    ``batch=None``: one transaction per command (inbox row, claim-and-apply, outbox
+    row, NOTIFY, COMMIT). Otherwise the consumer's batch shape: claim-and-apply per
+    command, then the batch's inbox and outbox rows as multi-row INSERTs, one commit."""
     import psycopg
     from psycopg.types.json import Jsonb
 
@@ -211,11 +212,13 @@ def run_bare(database_url: str, deliveries: list[Any], batch: int | None) -> flo
         messages = [(d.message_id, d.routing_key, json.loads(d.body)) for d in deliveries]
         started = time.perf_counter()
         cursor = conn.cursor()
+        inbox_rows: list[tuple[str, str, str]] = []
+        outbox_rows: list[tuple[str, str, Any]] = []
         for index, (message_id, routing_key, envelope) in enumerate(messages):
             data = envelope["data"]
-            if batch:
-                cursor.execute("SAVEPOINT sp")
-            cursor.execute(BARE_SQL["inbox"], ("carhub.stock", message_id, routing_key))
+            inbox_rows.append(("carhub.stock", message_id, routing_key))
+            if not batch:
+                cursor.execute(BARE_SQL["inbox"], inbox_rows.pop())
             params = {
                 "command_id": data["command_id"],
                 "message_id": message_id,
@@ -229,10 +232,15 @@ def run_bare(database_url: str, deliveries: list[Any], batch: int | None) -> flo
             action, sku, qty, warehouse_id, _issued_by, _actor, qty_after = row
             delta = qty if action == "increase" else -qty
             change = {"warehouse_id": warehouse_id, "sku": sku, "qty": qty_after, "delta": delta, "reason": action}
-            cursor.execute(BARE_SQL["outbox"], (str(uuid.uuid4()), sku, Jsonb(change)))
-            if batch:
-                cursor.execute("RELEASE SAVEPOINT sp")
+            outbox_rows.append((str(uuid.uuid4()), sku, Jsonb(change)))
+            if not batch:
+                cursor.execute(BARE_SQL["outbox"], outbox_rows.pop())
             if not batch or (index + 1) % batch == 0 or index + 1 == len(messages):
+                if inbox_rows:
+                    cursor.executemany(BARE_SQL["inbox"], inbox_rows)
+                    cursor.executemany(BARE_SQL["outbox"], outbox_rows)
+                    inbox_rows.clear()
+                    outbox_rows.clear()
                 cursor.execute("NOTIFY carhub_outbox")
                 conn.commit()
         return time.perf_counter() - started
@@ -259,46 +267,56 @@ def check_applied(app: Flask, label: str, count: int) -> None:
 def consumer_bench(app: Flask, database_url: str, args: argparse.Namespace) -> None:
     variants = (
         ("consumer batch=100", lambda d: run_consumer(app, d, 100)),
-        ("consumer batch=1", lambda d: run_consumer(app, d, 1)),
         ("bare per-command", lambda d: run_bare(database_url, d, None)),
         ("bare batch=100", lambda d: run_bare(database_url, d, 100)),
+        ("consumer batch=1", lambda d: run_consumer(app, d, 1)),
     )
-    print(
-        f"bench.stock consumer path: {args.commands} commands per variant, {args.rounds} rounds, cores {os.cpu_count()}"
-    )
+    shape = f"{args.commands} commands per variant, {args.rounds} interleaved rounds, cores {os.cpu_count()}"
+    print(f"bench.stock consumer path: {shape}")
     rates: dict[str, list[float]] = {label: [] for label, _ in variants}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in variants}
     for round_ in range(args.rounds):
         line = []
         for label, run in variants:
             tag = f"r{round_}{label.replace(' ', '').replace('=', '')}"
             deliveries = make_commands(app, tag, args.commands)
+            cpu_before = time.process_time()
             seconds = run(deliveries)
+            cpu[label].append(1000 * (time.process_time() - cpu_before) / args.commands)
             check_applied(app, tag, args.commands)
             rates[label].append(args.commands / seconds)
-            line.append(f"{label} {args.commands / seconds:7.0f}/s")
+            line.append(f"{label} {args.commands / seconds:6.0f}/s")
         print(f"  round {round_ + 1}: " + "  ".join(line) + f"  (load {os.getloadavg()[0]:.1f})")
-    medians = {label: sorted(values)[len(values) // 2] for label, values in rates.items()}
     print()
-    for label, value in medians.items():
-        print(f"  {label:<20} {value:8.0f} commands/s (median)")
-    goal = medians["consumer batch=100"] / medians["bare per-command"]
-    print(
-        f"  consumer batch=100 / bare per-command: {goal:.2f}x  (goal >= {CONSUMER_GOAL}x: "
-        f"{'met' if goal >= CONSUMER_GOAL else 'MISSED'})"
-    )
-    print(
-        f"  consumer batch=100 / bare batch=100:   {medians['consumer batch=100'] / medians['bare batch=100']:.2f}x"
-        "  (the Python cost of the same transaction shape)"
-    )
-    print(f"  consumer batch=1   / bare per-command: {medians['consumer batch=1'] / medians['bare per-command']:.2f}x")
+    for label in rates:
+        print(
+            f"  {label:<20} {median(rates[label]):8.0f} commands/s  "
+            f"{median(cpu[label]):5.2f} ms CPU/command in this process (medians)"
+        )
+
+    def share(label: str, baseline: str) -> float:
+        """Median over rounds of the ratio within each round (same minute, same load)."""
+        return median(a / b for a, b in zip(rates[label], rates[baseline], strict=True))
+
+    goal = share("consumer batch=100", "bare per-command")
+    verdict = "met" if goal >= CONSUMER_GOAL else "MISSED"
+    print(f"  consumer batch=100 / bare per-command: {goal:.2f}x  (goal >= {CONSUMER_GOAL}x: {verdict})")
+    same_shape = share("consumer batch=100", "bare batch=100")
+    print(f"  consumer batch=100 / bare batch=100:   {same_shape:.2f}x  (Python's cost, same transaction shape)")
+    print(f"  consumer batch=1   / bare per-command: {share('consumer batch=1', 'bare per-command'):.2f}x")
     print()
+
+
+def median(values: Any) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
 
 
 # ---------------------------------------------------------------- 2. the cached read
 
 
 def read_bench(database_url: str, prefix: str, args: argparse.Namespace) -> None:
-    from bench.api import login, median, request
+    from bench.api import login, request
 
     settings = GunicornSettings(workers=args.workers)
     common = {

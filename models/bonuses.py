@@ -26,15 +26,16 @@ class BonusAccount(db.Model):
 
 
 class BonusEntry(db.Model):
-    """One movement of a balance; never updated or deleted. ``amount`` is signed:
-    accruals and promos add, spends and reversals subtract, so the entries sum to the balance."""
+    """One movement of a balance; never updated or deleted. ``amount`` is signed so the
+    entries sum to the balance: accruals and promos add, spends subtract, a reversal
+    takes back a refunded payment's accrual or gives back a cancelled order's spend."""
 
     __tablename__ = "bonus_entries"
     __table_args__ = (
         CheckConstraint("kind IN ('accrual', 'promo', 'spend', 'reversal')", name="kind_known"),
         CheckConstraint(
-            "(kind IN ('accrual', 'promo') AND amount > 0) OR (kind = 'spend' AND amount < 0)"
-            " OR (kind = 'reversal' AND amount <= 0)",
+            # A reversal takes back an accrual (<= 0) or gives back a spend (> 0).
+            "(kind IN ('accrual', 'promo') AND amount > 0) OR (kind = 'spend' AND amount < 0) OR kind = 'reversal'",
             name="amount_sign_matches_kind",
         ),
         CheckConstraint("unreversed >= 0", name="unreversed_not_negative"),

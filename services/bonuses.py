@@ -123,6 +123,13 @@ def spend(user_id: str, amount: Decimal, order_id: str | None = None) -> dict[st
     return {"balance": balance_of(user_id), "entry": entry_snapshot(entry)}
 
 
+def give_back_spent_on_order(user_id: str, order_id: str, amount: Decimal) -> None:
+    """A cancelled order returns the bonus spent on it (a positive reversal); the caller
+    commits. Once per order: an order is cancelled once (its status machine says so)."""
+    _give(user_id, amount)
+    _entry(user_id, "reversal", amount, reference=order_id, order_id=order_id)
+
+
 def apply_promo_code(user_id: str, code: str) -> dict[str, Any]:
     """Credit a promo code, once per user (the ledger's UNIQUE (user, promo) says once)."""
     promo = db.session.scalar(select(PromoCode).where(PromoCode.code == normalise_code(code)))

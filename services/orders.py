@@ -15,7 +15,7 @@ from extensions import db
 from models.base import ZERO, utcnow
 from models.cars import Car
 from models.orders import Order, OrderLine, OrderReview
-from services import catalogue
+from services import bonuses, catalogue
 from services.errors import Conflict, NotFound, PreconditionFailed
 from services.events import record_event
 from services.notifications import notify
@@ -156,6 +156,7 @@ def change_status(order_id: str, new_status: str, if_match: str | None = None) -
     The UPDATE is conditional on the status we read, so two staff moving the same
     order at once cannot both win (the loser sees the status the winner set). With
     ``If-Match`` the order must still be the version the caller read (else 412).
+    Cancelling gives back the bonus spent on the order, in the same transaction.
     """
     order = db.session.get(Order, order_id)
     if order is None:
@@ -175,7 +176,9 @@ def change_status(order_id: str, new_status: str, if_match: str | None = None) -
     if changed != 1:
         db.session.rollback()
         raise Conflict(f"order {order_id} was changed concurrently; read it again")
-    db.session.refresh(order)
+    db.session.refresh(order)  # under our row lock: bonus spent on it is final now
+    if new_status == "cancelled" and order.bonus_spent > 0:
+        bonuses.give_back_spent_on_order(order.user_id, order.id, order.bonus_spent)
     record_event(
         "order.status_changed",
         order.id,

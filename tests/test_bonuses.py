@@ -392,3 +392,19 @@ def test_customers_never_see_anothers_bonuses(app, staff, customer, other_custom
     assert staff.get(url).get_json()["balance"] == "45.00"
     assert staff.get(f"/api/v1/bonuses/users/{uuid.uuid4()}").status_code == 404
     assert customer.get(ME, headers={"Authorization": ""}).status_code == 401
+
+
+def test_cancelling_an_order_gives_back_the_bonus_spent_on_it(app, staff, customer):
+    create_promo(app, "P100", "100")
+    customer.post("/api/v1/bonuses/promocodes/apply", json={"code": "P100"})
+    order = order_costing(staff, customer, "500.00")
+    customer.post("/api/v1/bonuses/spend", json={"amount": "70.00", "order_id": order["id"]})
+    assert balance(customer) == "30.00"
+    assert staff.patch(f"/api/v1/orders/{order['id']}/status", json={"status": "cancelled"}).status_code == 200
+    account = customer.get(ME).get_json()
+    assert account["balance"] == "100.00"
+    assert account["entries"][0]["kind"] == "reversal"
+    assert account["entries"][0]["amount"] == "70.00" and account["entries"][0]["order_id"] == order["id"]
+    assert ledger_sums_to_balance(customer.user["id"])
+    # No more bonus can go onto the cancelled order.
+    assert customer.post("/api/v1/bonuses/spend", json={"amount": "1.00", "order_id": order["id"]}).status_code == 409

@@ -123,3 +123,37 @@ def test_refund_by_staff_once(staff, customer):
     event = db.session.scalar(select(OutboxMessage).where(OutboxMessage.type == "payment.refunded"))
     assert event.data["payment_id"] == payment["id"] and event.data["amount"] == "4500.00"
     assert customer.get(f"/api/v1/orders/{order['id']}").get_json()["paid"] is False
+
+
+def test_concurrent_retries_with_one_idempotency_key_make_one_payment(app, staff, customer):
+    """Two requests with the same key at once (a client retrying on a timeout): one payment,
+    both answered with it. Threads have their own app context, session and connection."""
+    import threading
+
+    from services import payments
+
+    order = order_costing(staff, customer, "700.00")
+    user_id = customer.user["id"]
+    barrier = threading.Barrier(2)
+    answers: list[object] = []
+
+    def attempt() -> None:
+        with app.app_context():
+            barrier.wait(timeout=10)
+            try:
+                answers.append(payments.pay_order(user_id, order["id"], "card", "retry-key").payment["id"])
+            except Exception as exc:  # noqa: BLE001 - reported below
+                answers.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    db.session.expire_all()
+    stored = db.session.scalars(select(Payment)).all()
+    assert len(stored) == 1
+    assert answers == [stored[0].id, stored[0].id], answers
+    assert db.session.query(OutboxMessage).filter(OutboxMessage.type == "payment.succeeded").count() == 1

@@ -178,6 +178,10 @@ class BrokerConsumer:
             if generation != self.generation or channel is None:
                 continue  # that channel is gone: the broker redelivers, the inbox dedups
             try:
+                if outcome.kind == "requeue":
+                    channel.basic_nack(tag, requeue=True)
+                    self.unsettled.discard(delivery.tag)
+                    continue
                 if outcome.kind == "retry":
                     self._publish_retry(delivery, outcome)
                 elif outcome.kind == "dead":
@@ -264,9 +268,12 @@ class BrokerConsumer:
                     if logged:
                         results.extend(self._log_dead_letters(logged))
             except Exception:
-                # Only bookkeeping of the dead-letter copy can get here (the processor
-                # sorts handler failures): leave those unacked, they come back.
-                log.exception("could not record dead letters; they will be redelivered")
+                # Only the dead-letter copy can get here (the processor sorts handler
+                # failures), e.g. the database is down: give them back, after a pause
+                # so that a database outage does not become a hot loop.
+                log.exception("could not record %d dead letters; requeueing them", len(logged))
+                results.extend((delivery, Outcome("requeue")) for delivery in logged)
+                self.stop.wait(1.0)
             if self.ack_delay and results:
                 log.info("committed %d; acking in %.1fs", len(results), self.ack_delay)
                 time.sleep(self.ack_delay)

@@ -45,7 +45,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "done" | "duplicate" | "retry" | "dead"
+    kind: str  # "done" | "duplicate" | "retry" | "dead" (| "requeue": the dead-letter copy, not stored)
     reason: str = ""
 
 

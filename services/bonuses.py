@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from services.handlers import Event
 
 CENT = Decimal("0.01")
+MAX_PROMO = Decimal("1000000.00")
 
 
 def accrual_for(amount: Decimal, rate: Decimal) -> Decimal:
@@ -159,8 +160,10 @@ def create_promo_code(code: str, amount: Decimal) -> PromoCode:
         raise InvalidInput("amount must be a number", errors={"amount": ["Not a number."]}) from exc
     if not code or len(code) > 64:
         raise InvalidInput("a code is 1 to 64 characters", errors={"code": ["1 to 64 characters."]})
-    if amount <= 0:
-        raise InvalidInput("a promo code credits a positive amount", errors={"amount": ["Must be greater than 0."]})
+    if not amount.is_finite() or not 0 < amount <= MAX_PROMO:
+        raise InvalidInput(
+            f"a promo code credits more than 0 and at most {MAX_PROMO}", errors={"amount": ["Out of range."]}
+        )
     if db.session.scalar(select(PromoCode.id).where(PromoCode.code == code)) is not None:
         raise Conflict(f"promo code {code} exists already")
     promo = PromoCode(code=code, amount=amount)

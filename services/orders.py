@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select, update
@@ -16,13 +17,16 @@ from models.base import ZERO, utcnow
 from models.cars import Car
 from models.orders import Order, OrderLine, OrderReview
 from services import bonuses, catalogue
-from services.errors import Conflict, NotFound, PreconditionFailed
+from services.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from services.events import record_event
 from services.notifications import notify
 from services.pagination import Page, paginate
 
 if TYPE_CHECKING:
     from services.handlers import Event
+
+# What Numeric(12, 2) holds: beyond it the database would refuse the row.
+MAX_TOTAL = Decimal("9999999999.99")
 
 # status → the statuses it may move to; anything else is a 409.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -89,12 +93,15 @@ def add_order(
     if db.session.get(Car, car_id) is None:
         raise NotFound(f"car {car_id} not found")
     lines = catalogue.priced_lines(services)
+    total = sum((line["amount"] for line in lines), start=ZERO)
+    if total > MAX_TOTAL:
+        raise InvalidInput(f"an order can total at most {MAX_TOTAL}", errors={"services": ["The total is too large."]})
     order = Order(
         user_id=user_id,
         car_id=car_id,
         desired_time=desired_time,
         description=description,
-        total=sum((line["amount"] for line in lines), start=ZERO),
+        total=total,
         lines=[OrderLine(position=index, **line) for index, line in enumerate(lines)],
     )
     db.session.add(order)

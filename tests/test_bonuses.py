@@ -206,6 +206,8 @@ def test_promocodes_cli_refuses_bad_input(app):
     assert runner.invoke(args=["promocodes", "create", "--code", "once", "--amount", "5"]).exit_code != 0
     assert runner.invoke(args=["promocodes", "create", "--code", "NEG", "--amount", "-5"]).exit_code != 0
     assert runner.invoke(args=["promocodes", "create", "--code", "NAN", "--amount", "lots"]).exit_code != 0
+    assert runner.invoke(args=["promocodes", "create", "--code", "HUGE", "--amount", "1e30"]).exit_code != 0
+    assert runner.invoke(args=["promocodes", "create", "--code", "BIG", "--amount", "1000000.01"]).exit_code != 0
 
 
 # --- spending -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from models.messaging import OutboxMessage
 from models.notifications import Notification
 from services import catalogue
 from tests.messaging_helpers import drain_outbox
-from tests.orders_helpers import make_car, order_costing, place_order
+from tests.orders_helpers import make_car, order_costing, place_order, priced_item
 
 ORDER = "/api/v1/orders"
 
@@ -313,3 +313,11 @@ def test_catalogue_item_if_match(staff, anonymous):
     stale = staff.patch("/api/v1/services/washing", json={"price": "1.00"}, headers={"If-Match": tag})
     assert stale.status_code == 412
     assert anonymous.get("/api/v1/services/washing").get_json()["price"] == "1550.00"
+
+
+def test_an_order_too_large_for_the_money_column_is_422_not_500(staff, customer):
+    car = make_car(staff, owner=customer)
+    expensive = priced_item(staff, "9999999999.00")
+    response = place_order(customer, car["id"], [{"code": expensive, "qty": 2}])
+    assert response.status_code == 422
+    assert "services" in response.get_json()["errors"]

@@ -33,8 +33,9 @@ from tests.stock_helpers import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-# Test-only: SIGKILL the worker right after the consumer commit that takes the stock
-# ledger past CARHUB_TEST_KILL_AFTER entries (after commit, before the acks); once.
+# Test-only: SIGKILL the worker right after the consumer commit that takes the statements
+# writing the stock ledger past CARHUB_TEST_KILL_AFTER (after commit, before the acks;
+# a bare command's claim runs twice, so that is roughly half as many commands); once.
 CRASH_HOOK = textwrap.dedent(
     """
     import os
@@ -49,9 +50,9 @@ CRASH_HOOK = textwrap.dedent(
 
 
     @event.listens_for(Session, "do_orm_execute")
-    def _count_ledger_rows(state):
-        table = getattr(state.statement, "table", None)
-        if state.is_insert and getattr(table, "name", "") == "stock_ledger":
+    def _count_ledger_writes(state):
+        # A Core INSERT or the claim-and-apply statement (a CTE) that writes the ledger.
+        if "INSERT INTO stock_ledger" in str(state.statement):
             seen["ledger_rows"] += 1
             state.session.info["carhub_test_wrote_ledger"] = True
 
@@ -228,7 +229,8 @@ def test_sigkill_mid_stream_of_1000_commands_leaves_exact_totals(
     wait_until(lambda: not doomed.alive, timeout=60, message=f"the worker to die:\n{doomed.output()[-2000:]}")
     assert doomed.process.returncode == -9 and marker.exists()
     done_when_killed = ledger_count(sku="BULK")
-    assert 300 <= done_when_killed < 1001, (done_when_killed, doomed.output()[-3000:])  # really mid-stream
+    # Really mid-stream: a good part applied and committed, much still to do.
+    assert 100 <= done_when_killed < 900, (done_when_killed, doomed.output()[-3000:])
 
     start_worker(broker_app)
     wait_until(lambda: ledger_count(sku="BULK") == 1001, timeout=120, message="every command applied")

@@ -1,7 +1,7 @@
 """Payments end to end: POST /api/v1/payments → bonus accrual visible in PostgreSQL.
 
 Run: ``.venv/bin/python -m bench.payments`` (PostgreSQL, RabbitMQ and Redis of this
-machine; about a minute and a half). It makes a database, a RabbitMQ vhost and a Redis
+machine; 40 to 70 seconds). It makes a database, a RabbitMQ vhost and a Redis
 key prefix of its own and removes them at the end. One gunicorn serves carhub, one
 ``consumer.py --single`` relays the outbox to RabbitMQ and consumes (bonus and
 notification queues), exactly as deployed.

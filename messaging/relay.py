@@ -152,6 +152,9 @@ class BrokerRelay:
                     current = self._take() if pipelined or previous is None else None
                     if current is not None:
                         self._send(current)
+                        # Frames leave only when pika's I/O loop runs: flush them now, so
+                        # the broker routes this batch while the next one is selected.
+                        self.connection.process_data_events(time_limit=0)
                         total += len(current.rows)
                     if previous is not None:
                         self._settle(previous)

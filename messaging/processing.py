@@ -80,7 +80,7 @@ class Processor:
     ) -> list[tuple[Delivery, Outcome]]:
         """Apply ``deliveries`` and commit. ``bookkeeping`` runs in the same transaction
         just before the commit (the embedded transport deletes or reschedules its rows)."""
-        if len(deliveries) > 1:
+        if deliveries:
             try:
                 outcomes = self._apply_batch(deliveries)
                 if bookkeeping:

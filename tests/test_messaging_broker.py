@@ -425,3 +425,41 @@ def test_health_and_stats_report_the_broker_backlog_and_queues(broker_app, broke
     assert stats["queues"][DEAD_LETTER_QUEUE]["messages"] == 0
     assert {"published", "consumed", "retried", "dead_lettered"} <= set(stats["events"])
     assert stats["events"]["unpublished"] == 1
+
+
+def test_a_message_redelivered_past_the_delivery_limit_reaches_the_dead_letters(broker_app):
+    """What a crash-looping consumer causes: the quorum queue's delivery limit moves the
+    message to carhub.dlx (at-least-once), and the worker files it with the reason."""
+    from messaging.topology import DELIVERY_LIMIT
+
+    url = url_of(broker_app)
+    publish(url, "car.created", car_event("crashy-1", "nobody"), message_id="crashy-1")
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for _ in range(DELIVERY_LIMIT + 1):
+            method, _, _ = channel.basic_get(NOTIFICATIONS)
+            if method is None:
+                break
+            channel.basic_nack(method.delivery_tag, requeue=True)  # as a crash would
+    finally:
+        connection.close()
+    wait_until(lambda: depth(url, DEAD_LETTER_QUEUE) == 1, message="the broker to dead-letter it")
+    assert depth(url, NOTIFICATIONS) == 0
+
+    with InProcess(broker_app, lambda queue, message: None):
+        wait_until(lambda: count(DeadLetter) == 1, message="the dead letter filed")
+    letter = db.session.scalars(select(DeadLetter)).one()
+    assert "delivery_limit" in letter.reason and letter.queue == NOTIFICATIONS
+    assert letter.routing_key == "car.created" and letter.message_id == "crashy-1"
+    assert count(InboxMessage) == 0
+
+
+def test_flask_topology_commands(broker_app, tmp_path):
+    runner = broker_app.test_cli_runner()
+    declared = runner.invoke(args=["topology", "declare"])
+    assert declared.exit_code == 0 and "declared" in declared.output
+    exported = runner.invoke(args=["topology", "export", "--output", str(tmp_path / "d.json"), "--user", ""])
+    assert exported.exit_code == 0
+    definitions = json.loads((tmp_path / "d.json").read_text())
+    assert definitions["users"] == [] and {q["name"] for q in definitions["queues"]} >= {NOTIFICATIONS}

@@ -395,6 +395,11 @@ def start_worker() -> Iterator[Any]:
     (``broker_app`` for RabbitMQ, the embedded ``app`` for the outbox-table mode);
     waits until it consumes unless ``ready=False``. Every worker is stopped after the
     test (SIGTERM, then SIGKILL).
+
+    To SIGKILL a worker between its commit and its ack, start it with
+    ``env={"CARHUB_TEST_ACK_DELAY_SECONDS": "30"}``: after each commit it logs
+    "acking in" and waits that long before acking; wait for the effect (or for
+    ``"acking in" in worker.output()``), then ``worker.kill()``.
     """
     started: list[WorkerProcess] = []
 

@@ -97,7 +97,7 @@ class _Batch:
 class BrokerRelay:
     """Publishes the outbox to RabbitMQ until ``stop`` is set (reconnects by itself)."""
 
-    def __init__(self, app: Flask, url: str, batch_size: int = 500, stop: threading.Event | None = None) -> None:
+    def __init__(self, app: Flask, url: str, batch_size: int = 1000, stop: threading.Event | None = None) -> None:
         self.app, self.url, self.batch_size = app, url, batch_size
         self.stop = stop or threading.Event()
         self.connection: pika.BlockingConnection | None = None

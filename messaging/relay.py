@@ -147,6 +147,7 @@ class BrokerRelay:
         with self.app.app_context():
             pipelined = db.engine.dialect.name == "postgresql"
             previous: _Batch | None = None
+            current: _Batch | None = None
             try:
                 while True:
                     current = self._take() if pipelined or previous is None else None
@@ -167,9 +168,12 @@ class BrokerRelay:
                         if len(current.rows) < self.batch_size:
                             return total
             except BaseException:
-                for batch in (previous,):
+                # Release every batch still open: a forgotten session would keep its rows
+                # locked, and SKIP LOCKED would pass over them for good.
+                for batch in (previous, current):
                     if batch is not None:
-                        batch.session.rollback()
+                        with contextlib.suppress(Exception):
+                            batch.session.rollback()
                         batch.session.close()
                 raise
 

@@ -463,3 +463,28 @@ def test_flask_topology_commands(broker_app, tmp_path):
     assert exported.exit_code == 0
     definitions = json.loads((tmp_path / "d.json").read_text())
     assert definitions["users"] == [] and {q["name"] for q in definitions["queues"]} >= {NOTIFICATIONS}
+
+
+def test_database_connections_killed_mid_stream_lose_nothing_and_apply_once(broker_app, broker_client, start_worker):
+    """A real transient fault: PostgreSQL drops every connection of the worker (relay,
+    doorbell and consumer) while it works. Retries and reconnects: each event once."""
+    owner = make_user(broker_client, "customer")
+    worker = start_worker(broker_app)
+    for _ in range(20):
+        new_car(owner.user["id"])
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    db.session.remove()
+    for _ in range(20):
+        new_car(owner.user["id"])
+
+    wait_until(
+        lambda: count(OutboxMessage, OutboxMessage.published_at.is_(None)) == 0, timeout=60, message="the outbox"
+    )
+    wait_until(lambda: count(Notification) == 40, timeout=60, message=f"40 notifications:\n{worker.output()[-2000:]}")
+    time.sleep(1.0)
+    assert count(Notification) == 40 and count(InboxMessage) == 40
+    assert count(DeadLetter) == 0

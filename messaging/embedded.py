@@ -23,7 +23,7 @@ from extensions import db
 from messaging import metrics
 from messaging.envelope import body_text, outgoing
 from messaging.processing import Delivery, Handle, Outcome, Processor, settle
-from messaging.topology import EVENTS_EXCHANGE, ROUTING_KEY_HEADER, queues_for, retry_delay_seconds
+from messaging.topology import EVENTS_EXCHANGE, ROUTING_KEY_HEADER, must_be_routed, queues_for, retry_delay_seconds
 from messaging.wakeup import OutboxDoorbell
 from models.base import utcnow
 from models.messaging import DeadLetter, LocalDelivery, OutboxMessage
@@ -107,7 +107,7 @@ class EmbeddedWorker:
             now, sent = utcnow(), 0
             for row in rows:
                 queues = [row.destination] if row.destination else queues_for(row.type)
-                if not queues:
+                if not queues and must_be_routed(row.type):
                     postpone(row, f"unroutable: no queue is bound to {row.type!r}")
                     continue
                 properties = outgoing(row, EVENTS_EXCHANGE).properties

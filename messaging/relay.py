@@ -1,11 +1,12 @@
 """The outbox relay for RabbitMQ: publish unsent rows with confirms, mark them sent.
 
 A batch of rows is taken under ``FOR UPDATE SKIP LOCKED`` (several relays share the
-work and never publish the same row twice), published ``mandatory`` and persistent
-with many confirms in flight at once, and marked sent only for the confirms that came
-back positive. A returned (unroutable) or nacked row stays unsent and is tried again
-later with a growing pause; rows whose confirm never came stay unsent and are
-published again after a reconnect (the consumer's inbox makes that harmless).
+work and never publish the same row twice), published persistent and ``mandatory``
+(except ``topology.BROADCAST_EVENTS``) with many confirms in flight at once, and marked
+sent only for the confirms that came back positive. A returned (unroutable) or nacked
+row stays unsent and is tried again later with a growing pause; rows whose confirm
+never came stay unsent and are published again after a reconnect (the consumer's
+inbox makes that harmless).
 
 The relay wakes on PostgreSQL NOTIFY at commit, so commit-to-publish is milliseconds.
 """
@@ -29,7 +30,7 @@ from extensions import db
 from messaging import metrics
 from messaging.embedded import postponed_until, unsent_query
 from messaging.envelope import outgoing
-from messaging.topology import EVENTS_EXCHANGE, declare
+from messaging.topology import EVENTS_EXCHANGE, declare, must_be_routed
 from messaging.wakeup import OutboxDoorbell
 from models.base import utcnow
 from models.messaging import OutboxMessage
@@ -201,7 +202,11 @@ class BrokerRelay:
             for row in batch.rows:
                 message = outgoing(row, EVENTS_EXCHANGE)
                 self.channel.basic_publish(
-                    message.exchange, message.routing_key, message.body, message.properties, mandatory=True
+                    message.exchange,
+                    message.routing_key,
+                    message.body,
+                    message.properties,
+                    mandatory=must_be_routed(message.routing_key),
                 )
                 tag = confirms.next_tag
                 confirms.next_tag += 1

@@ -33,11 +33,21 @@ WORK_QUEUES: tuple[WorkQueue, ...] = (
             "bonus.accrued",
             "stock.command.rejected",
             "payment.succeeded",
-            # Beyond EVENTS.md: issue 3 asks that car events notify the car's owner.
+            # Beyond EVENTS.md: issue 3 asks that car events notify the car's owner; the
+            # owner of a fined plate and of a reversed bonus want to hear of it too.
             "car.#",
+            "fine.issued",
+            "bonus.reversed",
         ),
     ),
 )
+
+# Events carhub publishes for whoever subscribes (a storefront, a dashboard, an outside
+# warehouse) that no carhub queue consumes. The relay publishes them without
+# ``mandatory``: with no subscriber the broker drops them, as publish/subscribe means.
+# Every other event must reach a queue; if it cannot, it stays in the outbox and
+# /health says so (a missing binding is a bug, not something to drop silently).
+BROADCAST_EVENTS = frozenset({"stock.changed", "fine.paid"})
 
 
 @cache
@@ -60,9 +70,15 @@ def binding_matches(binding: str, routing_key: str) -> bool:
     return bool(_pattern(binding).match(routing_key))
 
 
-def queues_for(routing_key: str) -> list[str]:
+@cache
+def queues_for(routing_key: str) -> tuple[str, ...]:
     """The work queues a message with ``routing_key`` reaches on ``carhub.events``."""
-    return [queue.name for queue in WORK_QUEUES if any(binding_matches(b, routing_key) for b in queue.bindings)]
+    return tuple(queue.name for queue in WORK_QUEUES if any(binding_matches(b, routing_key) for b in queue.bindings))
+
+
+def must_be_routed(routing_key: str) -> bool:
+    """Whether a message no queue takes is an error (see ``BROADCAST_EVENTS``)."""
+    return routing_key not in BROADCAST_EVENTS or bool(queues_for(routing_key))
 
 
 # --- arguments, retries, dead letters ------------------------------------------------

@@ -235,8 +235,18 @@ def reverse_for_refund(event: Event) -> None:
     if taken > 0 and not _take(user_id, taken):
         # Cannot happen under the row lock; if it does, a plain error makes the consumer retry.
         raise RuntimeError("the bonus balance changed under a row lock")
-    # No event: nothing is bound to a "bonus.reversed" (an unroutable event would sit in
-    # the outbox); the reversal entry, with its ``unreversed`` part, is the record.
+    record_event(
+        "bonus.reversed",
+        user_id,
+        {
+            "user_id": user_id,
+            "payment_id": payment.id,
+            "order_id": payment.order_id,
+            "amount": taken,
+            "unreversed": accrued - taken,
+            "balance": Decimal(balance or ZERO).quantize(CENT) - taken,
+        },
+    )
 
 
 def _payment_of(event: Event) -> Payment:
@@ -324,8 +334,25 @@ def _notify_accrued(event: Event) -> None:
     )
 
 
+def _notify_reversed(event: Event) -> None:
+    data = event.data
+    body = f"Your bonus balance is {data.get('balance')}"
+    if Decimal(str(data.get("unreversed") or 0)) > 0:
+        body += f"; {data.get('unreversed')} was already spent and stays yours"
+    notify(
+        data.get("user_id"),
+        event,
+        f"{data.get('amount')} bonus taken back after a refund",
+        body,
+        data.get("payment_id"),
+    )
+
+
 HANDLERS: dict[str, Callable[[Event], None]] = {
     "payment.succeeded": accrue_for_payment,
     "payment.refunded": reverse_for_refund,
 }
-NOTIFICATIONS: dict[str, Callable[[Event], None]] = {"bonus.accrued": _notify_accrued}
+NOTIFICATIONS: dict[str, Callable[[Event], None]] = {
+    "bonus.accrued": _notify_accrued,
+    "bonus.reversed": _notify_reversed,
+}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, select, union_all, update
 
@@ -23,15 +23,11 @@ from models.cars import Car
 from models.fines import Fine
 from services.errors import Conflict, NotFound
 from services.events import record_event
+from services.notifications import notify
 from services.pagination import Page, paginate
 
-# routing key -> handler, for the queue this area consumes (see services/handlers.py).
-# fine.issued and fine.paid are bound to no queue yet (messaging/topology.py), so
-# nothing here consumes them.
-HANDLERS: dict[str, Callable[[Any], None]] = {}
-# event type -> handler that writes notifications
-NOTIFICATIONS: dict[str, Callable[[Any], None]] = {}
-
+if TYPE_CHECKING:
+    from services.handlers import Event
 
 NEWEST_FIRST = (Fine.issued_at.desc(), Fine.id.desc())
 # Up to this many rows per plate the per-plate merge beats one sort of all the fines.
@@ -192,3 +188,19 @@ def _visible(viewer: Viewer) -> Select:
 
 def _own_plates(user_id: str) -> Select:
     return select(Car.license_plate).where(Car.owner_id == user_id, Car.license_plate.is_not(None))
+
+
+# --- event → notification rules (queue carhub.notifications) ---------------------------
+
+
+def _notify_issued(event: Event) -> None:
+    """Tell whoever owns a car with the fined plate now (nobody, if no car has it)."""
+    data = event.data
+    plate = normalise_plate(str(data.get("license_plate") or ""))
+    for owner_id in db.session.scalars(select(Car.owner_id).where(Car.license_plate == plate).distinct()):
+        notify(
+            owner_id, event, f"A fine of {data.get('amount')} for {plate}", str(data.get("reason") or ""), event.subject
+        )
+
+
+NOTIFICATIONS: dict[str, Callable[[Event], None]] = {"fine.issued": _notify_issued}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services import bonuses, notifications, orders, payments, stock, tickets
+from services import bonuses, fines, notifications, orders, payments, stock, tickets
 from services.errors import InvalidMessage
 
 
@@ -44,6 +44,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
         **payments.NOTIFICATIONS,
         **bonuses.NOTIFICATIONS,
         **stock.NOTIFICATIONS,
+        **fines.NOTIFICATIONS,
     },
 }
 

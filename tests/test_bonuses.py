@@ -158,6 +158,9 @@ def test_refund_after_the_bonus_was_spent_reverses_what_it_can(staff, customer):
     reversal = next(e for e in account["entries"] if e["kind"] == "reversal")
     assert reversal["amount"] == "-15.00" and reversal["unreversed"] == "30.00"
     assert ledger_sums_to_balance(customer.user["id"])
+    [told] = db.session.scalars(select(Notification).where(Notification.kind == "bonus.reversed"))
+    assert told.user_id == customer.user["id"] and told.reference == payment["id"]
+    assert "15.00" in told.title and "30.00 was already spent" in told.body
 
 
 def test_refund_before_the_accrual_ran_credits_nothing(staff, customer):

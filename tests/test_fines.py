@@ -60,6 +60,27 @@ def test_staff_issues_a_fine_with_plate_normalised_and_an_event(app, staff):
     assert event.data["license_plate"] == "A123BC77" and event.data["amount"] == "1500.50"
 
 
+def test_the_owners_of_the_fined_plate_are_notified(app, staff, customer, other_customer):
+    from sqlalchemy import select
+
+    from extensions import db
+    from models.notifications import Notification
+    from tests.messaging_helpers import drain_outbox
+
+    add_car(staff, customer, "A123BC77")
+    add_car(staff, other_customer, "B456CD99")
+    drain_outbox()  # the car.created notifications
+    fine = issue(staff, plate="a123bc77", amount="750.00").get_json()
+    drain_outbox()
+
+    told = list(db.session.scalars(select(Notification).where(Notification.kind == "fine.issued")))
+    assert [(n.user_id, n.reference) for n in told] == [(customer.user["id"], fine["id"])]
+    assert "750.00" in told[0].title and "A123BC77" in told[0].title
+    assert issue(staff, plate="NOBODY1").status_code == 201
+    drain_outbox()  # a plate no car has: nobody to tell, and nothing fails
+    assert db.session.query(Notification).filter_by(kind="fine.issued").count() == 1
+
+
 def test_naive_issued_at_is_taken_as_utc(app, staff):
     response = issue(staff, issued_at="2026-11-01T10:00:00")
     assert response.status_code == 201

@@ -352,6 +352,21 @@ def test_unroutable_rows_are_not_marked_sent(broker_app):
     assert stuck.published_at is None and "unroutable" in stuck.last_error and stuck.attempts == 1
 
 
+def test_broadcast_events_are_sent_even_with_no_subscriber(broker_app):
+    """``stock.changed`` has no carhub queue: the broker drops it, the outbox does not keep it."""
+    record_event("stock.changed", "main:SKU-1", {"sku": "SKU-1"})
+    record_event("nobody.listens", None, {})
+    db.session.commit()
+    relay = BrokerRelay(broker_app, url_of(broker_app))
+    try:
+        assert relay.publish_pending() == 2
+    finally:
+        relay.close()
+    rows = {row.type: row for row in db.session.scalars(select(OutboxMessage))}
+    assert rows["stock.changed"].published_at is not None and rows["stock.changed"].attempts == 0
+    assert rows["nobody.listens"].published_at is None  # a missing binding is still an error
+
+
 def test_the_supervisor_restarts_a_killed_worker_and_stops_cleanly(broker_app, broker_client, start_worker):
     owner = make_user(broker_client, "customer")
     supervisor = start_worker(broker_app, supervised=True)

@@ -194,6 +194,18 @@ def test_unroutable_events_stay_unsent_and_do_not_block_the_rest(app, staff):
     assert count(OutboxMessage, OutboxMessage.published_at.is_not(None)) == 1
 
 
+def test_broadcast_events_no_queue_takes_are_sent_not_kept(app):
+    from services.events import record_event
+
+    record_event("stock.changed", "main:SKU-1", {"sku": "SKU-1"})
+    db.session.commit()
+    worker(app).run_until_idle()
+
+    row = db.session.scalars(select(OutboxMessage)).one()
+    assert row.published_at is not None and row.last_error is None
+    assert count(LocalDelivery) == 0
+
+
 def test_two_relays_at_once_take_each_row_once(app, backend):
     if backend == "embedded":
         pytest.skip("SQLite: one relay at a time (the database has one writer)")

@@ -125,7 +125,7 @@ def test_topology_work_queues_are_quorum_with_limits_and_dead_lettering_declared
         assert ttls == sorted(ttls) and len(set(ttls)) == 3
     assert specs[topology.DEAD_LETTER_QUEUE].arguments == {"x-queue-type": "classic"}  # peeking loses nothing
     assert names.index(topology.DEAD_LETTER_QUEUE) < names.index("carhub.stock")
-    assert topology.queues_for("stock.movement.departure") == ["carhub.stock"]
+    assert topology.queues_for("stock.movement.departure") == ("carhub.stock",)
     assert set(topology.queues_for("payment.succeeded")) == {"carhub.bonus", "carhub.notifications"}
 
 

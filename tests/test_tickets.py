@@ -442,7 +442,7 @@ def test_every_ticket_event_has_a_notification_handler():
     from services.handlers import HANDLERS
 
     for type_ in ("ticket.created", "ticket.updated", "ticket.message_added"):
-        assert queues_for(type_) == ["carhub.notifications"]
+        assert queues_for(type_) == ("carhub.notifications",)
         assert type_ in HANDLERS["carhub.notifications"]
 
 

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Flask, Response, g, json, request
+from flask import Flask, Response, json
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -29,11 +29,11 @@ from blueprints import (
     tickets,
 )
 from config import INSTANCE_DIR, Settings
-from extensions import api, cache, db, jwt, limiter, migrate
+from extensions import StatelessSessions, api, cache, db, jwt, limiter, migrate
 from observability import init_metrics
 from schemas.common import schema_name
 from services.errors import DomainError
-from tracing import configure_logging, new_request_id, request_id_var
+from tracing import RequestIdMiddleware, configure_logging, request_id_var
 
 log = logging.getLogger("carhub")
 
@@ -50,6 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
     configure_logging(app.config["LOG_LEVEL"])
     app.json.sort_keys = False
+    app.session_interface = StatelessSessions()
 
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
@@ -63,28 +64,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_metrics(app)
     cli.register(app)
 
-    _register_request_id(app)
+    app.wsgi_app = RequestIdMiddleware(app.wsgi_app)
     _register_error_handlers(app)
     return app
-
-
-def _register_request_id(app: Flask) -> None:
-    @app.before_request
-    def assign_request_id() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_request_id()
-        g.request_id_token = request_id_var.set(request_id)
-
-    @app.after_request
-    def expose_request_id(response: Response) -> Response:
-        response.headers["X-Request-ID"] = request_id_var.get() or ""
-        return response
-
-    @app.teardown_request
-    def forget_request_id(_: BaseException | None) -> None:
-        token = g.pop("request_id_token", None)
-        if token is not None:
-            request_id_var.reset(token)
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> Response:
@@ -130,7 +112,7 @@ def _register_error_handlers(app: Flask) -> None:
     def database_error(error: DBAPIError) -> Response:
         log.exception("database error")
         db.session.rollback()
-        return problem(500, "Internal server error", "the request could not be completed")
+        return problem(500, InternalServerError.name, "the request could not be completed")
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:

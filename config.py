@@ -72,7 +72,6 @@ class Settings:
             **_cache_config(self.redis_url),
             "RATELIMIT_STORAGE_URI": self.redis_url or "memory://",
             "RATELIMIT_KEY_PREFIX": self.cache_key_prefix + "ratelimit",
-            "RATELIMIT_HEADERS_ENABLED": True,
             "AUTH_RATE_LIMIT": self.auth_rate_limit,
             "CARHUB_ADMIN_EMAIL": self.admin_email,
             "CARHUB_ADMIN_PASSWORD": self.admin_password,

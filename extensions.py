@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
 
+from flask import Flask, current_app, make_response, request
+from flask.sessions import SessionInterface
 from flask_caching import Cache
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Engine, MetaData
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import DeclarativeBase
+from werkzeug.exceptions import TooManyRequests
 
 from schemas.common import ProblemSchema
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("carhub")
 
 # Named constraints let Alembic's batch mode rebuild SQLite tables and let migrations
 # drop a constraint by name on PostgreSQL.
@@ -36,7 +48,66 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 cache = Cache()
 jwt = JWTManager()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+class RateLimiter:
+    """Per-client limits on the few views that need them, on the ``limits`` library.
+
+    Flask-Limiter (built on the same library) checks every request in hooks, which cost
+    a fifth of a cached read (bench/api.py); carhub limits only sign-up and sign-in, so
+    only those pay. The store is Redis when ``RATELIMIT_STORAGE_URI`` names it, so the
+    limit holds across workers. If the store is down the request goes through (logged):
+    a Redis blip must not lock everybody out of signing in.
+    """
+
+    def init_app(self, app: Flask) -> None:
+        uri = app.config["RATELIMIT_STORAGE_URI"]
+        options = {} if uri.startswith("memory://") else {"key_prefix": app.config["RATELIMIT_KEY_PREFIX"]}
+        app.extensions["carhub_rate_limiter"] = FixedWindowRateLimiter(storage_from_string(uri, **options))
+
+    def limit(self, config_key: str) -> Callable[[F], F]:
+        """Limit a view to ``app.config[config_key]`` (e.g. "20 per minute") per client address."""
+
+        def decorate(view: F) -> F:
+            @wraps(view)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                item = parse(current_app.config[config_key])
+                remaining = self._hit(item, request.endpoint or "", request.remote_addr or "unknown")
+                response = make_response(view(*args, **kwargs))
+                if remaining is not None:
+                    response.headers["X-RateLimit-Limit"] = str(item.amount)
+                    response.headers["X-RateLimit-Remaining"] = str(remaining)
+                return response
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    def _hit(self, item: RateLimitItem, *identifiers: str) -> int | None:
+        """Count one request; raise 429 past the limit; None if the store is unreachable."""
+        strategy: FixedWindowRateLimiter = current_app.extensions["carhub_rate_limiter"]
+        try:
+            allowed = strategy.hit(item, *identifiers)
+            reset_at, remaining = strategy.get_window_stats(item, *identifiers)
+        except Exception:
+            log.warning("rate-limit store unreachable; not limiting", exc_info=True)
+            return None
+        if not allowed:
+            raise TooManyRequests(f"at most {item} from one client", retry_after=max(1, int(reset_at - time.time())))
+        return remaining
+
+
+class StatelessSessions(SessionInterface):
+    """Bearer tokens, no cookie session: skip opening one on every request."""
+
+    def open_session(self, app: Flask, request: Any) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
+
+
+limiter = RateLimiter()
 
 
 class ProblemApi(Api):

@@ -17,13 +17,9 @@ from services import users
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")
 
 
-def _auth_limit() -> str:
-    return current_app.config["AUTH_RATE_LIMIT"]
-
-
 @blp.route("/register")
 class Register(MethodView):
-    decorators = [limiter.limit(_auth_limit)]
+    decorators = [limiter.limit("AUTH_RATE_LIMIT")]
 
     @blp.arguments(RegisterSchema)
     @blp.response(201, UserSchema)
@@ -34,7 +30,7 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    decorators = [limiter.limit(_auth_limit)]
+    decorators = [limiter.limit("AUTH_RATE_LIMIT")]
 
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)

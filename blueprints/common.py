@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Response, request
-from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
+from flask import Response, current_app, g, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from services.errors import Forbidden
 
@@ -17,13 +18,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 ROLE_RANK = {"customer": 0, "staff": 1, "admin": 2}
 
 
+# Tokens this process has verified, until they expire: verifying a signature costs more
+# than the rest of a cached read (bench/api.py). A token is immutable and carhub keeps no
+# revocation list, so a verified token stays valid until its ``exp`` whoever checks it.
+VERIFIED_TOKENS_MAX = 10_000
+
+
 def auth_required(role: str = "customer") -> Callable[[F], F]:
     """Require a valid bearer token whose role is at least ``role``."""
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            verify_jwt_in_request()
+            g.jwt_claims = _verified_claims()
             if ROLE_RANK.get(current_role(), -1) < ROLE_RANK[role]:
                 raise Forbidden(f"this needs the {role} role")
             return view(*args, **kwargs)
@@ -33,12 +40,27 @@ def auth_required(role: str = "customer") -> Callable[[F], F]:
     return decorate
 
 
+def _verified_claims() -> dict[str, Any]:
+    """The claims of the request's bearer token; flask-jwt-extended verifies unknown ones."""
+    verified: dict[str, dict[str, Any]] = current_app.extensions.setdefault("carhub_verified_tokens", {})
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    claims = verified.get(token)
+    if claims is not None and claims.get("exp", 0) > time.time():
+        return claims
+    verify_jwt_in_request()  # raises (401) on a missing, malformed, forged or expired token
+    claims = get_jwt()
+    if len(verified) >= VERIFIED_TOKENS_MAX:
+        verified.clear()  # rare, and cheaper than tracking which entry is oldest
+    verified[token] = claims
+    return claims
+
+
 def current_user_id() -> str:
-    return str(get_jwt_identity())
+    return str(g.jwt_claims["sub"])
 
 
 def current_role() -> str:
-    return str(get_jwt().get("role", "customer"))
+    return str(g.jwt_claims.get("role", "customer"))
 
 
 def is_staff() -> bool:

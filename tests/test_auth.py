@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
+
 from tests.conftest import Api
 
 
@@ -69,6 +73,63 @@ def test_me_needs_a_valid_token(client):
     assert bad.status_code == 401
     assert bad.content_type == "application/problem+json"
     assert bad.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_verified_token_is_still_refused_once_it_expires(app, customer):
+    """The per-process cache of verified tokens must not outlive a token's ``exp``."""
+    import time
+    from datetime import timedelta
+
+    from flask_jwt_extended import create_access_token
+
+    token = create_access_token(
+        identity=customer.user["id"], additional_claims={"role": "customer"}, expires_delta=timedelta(seconds=1)
+    )
+    short_lived = Api(app.test_client(), token)
+    assert short_lived.get("/api/v1/auth/me").status_code == 200  # verified, now remembered
+    time.sleep(1.2)
+    expired = short_lived.get("/api/v1/auth/me")
+    assert expired.status_code == 401 and "expired" in expired.get_json()["detail"]
+
+
+def test_a_token_verified_by_one_app_is_not_trusted_by_an_app_with_another_key(app, customer):
+    from tests.test_errors import _fresh_app
+
+    assert customer.get("/api/v1/auth/me").status_code == 200
+    other = _fresh_app(app, JWT_SECRET_KEY="another-key-of-at-least-thirty-two-bytes!")
+    assert Api(other.test_client(), customer.token).get("/api/v1/auth/me").status_code == 401
+
+
+def test_a_forged_role_is_refused_even_for_a_known_subject(app, customer):
+    import jwt as pyjwt
+
+    claims = pyjwt.decode(customer.token, options={"verify_signature": False})
+    forged = pyjwt.encode({**claims, "role": "admin"}, "not-the-key-but-long-enough-to-be-used", algorithm="HS256")
+    assert customer.get("/api/v1/auth/me").status_code == 200
+    assert Api(app.test_client(), forged).get("/api/v1/admin/dead-letters").status_code == 401
+
+
+def test_the_login_limit_is_shared_by_every_worker_through_redis(app, backend):
+    """Two apps stand for two gunicorn workers; the real backend keeps counts in Redis."""
+    if backend == "embedded":
+        pytest.skip("the embedded store (memory://) counts per process")
+    from tests.test_errors import _fresh_app
+
+    limit = {"AUTH_RATE_LIMIT": "3 per minute", "RATELIMIT_KEY_PREFIX": f"limit-test-{uuid.uuid4().hex}"}
+    workers = [_fresh_app(app, **limit).test_client() for _ in range(2)]
+    body = {"email": "nobody@example.com", "password": "whatever-long"}
+    statuses = [workers[n % 2].post("/api/v1/auth/login", json=body).status_code for n in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_an_unreachable_limit_store_lets_sign_in_through(app):
+    from tests.test_errors import _fresh_app
+
+    unreachable = _fresh_app(app, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0", AUTH_RATE_LIMIT="1 per minute")
+    client = unreachable.test_client()
+    assert register(client).status_code == 201
+    login = {"email": "jane@example.com", "password": "long-enough"}
+    assert [client.post("/api/v1/auth/login", json=login).status_code for _ in range(2)] == [200, 200]
 
 
 def test_cli_creates_an_admin(app):

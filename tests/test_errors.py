@@ -72,10 +72,39 @@ def test_unexpected_error_is_a_500_problem_without_details(app):
     def boom():
         raise RuntimeError("secret internals")
 
-    response = broken.test_client().get("/boom")
+    response = broken.test_client().get("/boom", headers={"X-Request-ID": "boom-1"})
     body = assert_problem(response, 500)
     assert "secret internals" not in response.get_data(as_text=True)
-    assert body["request_id"]
+    assert body["request_id"] == response.headers["X-Request-ID"] == "boom-1"
+
+
+def test_a_request_id_that_is_too_long_or_unprintable_is_replaced(client):
+    for bad in ("x" * 65, "tab\there"):
+        made = client.get("/health", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
+        assert made != bad and len(made) == 32
+
+
+def test_log_lines_of_a_request_carry_its_id(app):
+    import logging
+
+    from tracing import RequestIdFilter
+
+    broken = _fresh_app(app, PROPAGATE_EXCEPTIONS=False, TESTING=False)
+
+    @broken.get("/boom")
+    def boom():
+        raise RuntimeError("logged")
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.addFilter(RequestIdFilter())
+    handler.emit = seen.append
+    logging.getLogger("carhub").addHandler(handler)
+    try:
+        broken.test_client().get("/boom", headers={"X-Request-ID": "log-me-7"})
+    finally:
+        logging.getLogger("carhub").removeHandler(handler)
+    assert [record.request_id for record in seen] == ["log-me-7"]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, Response, json
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 import cli
 import models  # noqa: F401 - every table on the metadata
@@ -112,12 +112,12 @@ def _register_error_handlers(app: Flask) -> None:
     def database_error(error: DBAPIError) -> Response:
         log.exception("database error")
         db.session.rollback()
-        return problem(500, InternalServerError.name, "the request could not be completed")
+        return problem(500, "Internal server error", "the request could not be completed")
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return problem(500, InternalServerError.name, "the request could not be completed")
+        return problem(500, "Internal server error", "the request could not be completed")
 
     # Every JWT failure is a 401 problem too.
     def unauthorized(reason: str) -> Response:

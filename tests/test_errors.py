@@ -76,6 +76,7 @@ def test_unexpected_error_is_a_500_problem_without_details(app):
     body = assert_problem(response, 500)
     assert "secret internals" not in response.get_data(as_text=True)
     assert body["request_id"] == response.headers["X-Request-ID"] == "boom-1"
+    assert body["title"] == "Internal server error"  # our handler answered, not a fallback after it failed
 
 
 def test_a_request_id_that_is_too_long_or_unprintable_is_replaced(client):

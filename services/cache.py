@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from extensions import cache, db
 from observability import CACHE_LOOKUPS
@@ -106,11 +106,19 @@ def _cache_outage_logged(action: str) -> Iterator[None]:
 
 @sa_event.listens_for(Session, "after_commit")
 def _invalidate_committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released; readers see nothing until the real commit
     invalidate_now(*session.info.pop("cache_invalidations", ()))
     new_generation_now(*session.info.pop("cache_generations", ()))
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_invalidations(session: Session) -> None:
-    session.info.pop("cache_invalidations", None)
-    session.info.pop("cache_generations", None)
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_invalidations(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended: applied above if it committed, moot if not.
+
+    A savepoint rolled back keeps what was asked before it: dropping one invalidation too
+    many would leave stale data, while one too many only costs a cache miss.
+    """
+    if transaction.parent is None:
+        session.info.pop("cache_invalidations", None)
+        session.info.pop("cache_generations", None)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from extensions import db
 from models.messaging import OutboxMessage
@@ -61,14 +61,16 @@ def jsonable(value: Any) -> Any:
 @sa_event.listens_for(Session, "before_commit")
 def _wake_relay_on_commit(session: Session) -> None:
     """On PostgreSQL, NOTIFY is delivered at commit (and dropped on rollback): the relay
-    wakes within milliseconds instead of polling. It always re-reads the table."""
-    if not session.info.pop("outbox_written", False):
+    wakes within milliseconds instead of polling. It always re-reads the table. A
+    savepoint waits for the real commit, so a batch of consumed messages rings once."""
+    if session.in_nested_transaction() or not session.info.pop("outbox_written", False):
         return
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(db.text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_outbox_flag(session: Session) -> None:
-    session.info.pop("outbox_written", None)
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_outbox_flag(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop("outbox_written", None)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from extensions import db
+from extensions import cache, db
 from models.messaging import OutboxMessage
 
 _vins = (f"1HGCM82633A{n:06d}" for n in itertools.count(100000))
@@ -212,6 +212,49 @@ def test_a_read_that_loaded_before_a_write_cannot_store_stale_data(app, staff):
     staff.patch(f"/api/v1/cars/{car['id']}", json={"color": "fresh"})  # commit + invalidation
     assert cache.cached(car_key(car["id"]), lambda: stale) == stale  # the late reader's own answer
     assert staff.get(f"/api/v1/cars/{car['id']}").get_json()["color"] == "fresh"
+
+
+def test_a_savepoint_invalidates_nothing_before_the_transaction_commits(app):
+    """The consumer applies each message in a savepoint and commits the batch once."""
+    from services import cache as carhub_cache
+
+    cache.set("item", "old")
+    reader_generation = carhub_cache.cached_in_generation("list", "page-1", lambda: "old list")
+    with db.session.begin_nested():
+        carhub_cache.invalidate_after_commit("item")
+        carhub_cache.bump_after_commit("list")
+    # Released, not committed: another process still reads the old rows, and must not
+    # be able to store them under a fresh generation.
+    assert cache.get("item") == "old"
+    assert carhub_cache.cached_in_generation("list", "page-1", lambda: "new list") == reader_generation
+    db.session.commit()
+    assert cache.get("item") == carhub_cache.TOMBSTONE
+    assert carhub_cache.cached_in_generation("list", "page-1", lambda: "new list") == "new list"
+
+
+def test_a_savepoint_rolled_back_keeps_the_invalidations_asked_before_it(app):
+    from services import cache as carhub_cache
+
+    cache.set("applied", "old")
+    cache.set("undone", "old")
+    with db.session.begin_nested():
+        carhub_cache.invalidate_after_commit("applied")
+    savepoint = db.session.begin_nested()
+    carhub_cache.invalidate_after_commit("undone")
+    savepoint.rollback()
+    db.session.commit()
+    assert cache.get("applied") == carhub_cache.TOMBSTONE
+
+
+def test_a_rolled_back_transaction_invalidates_nothing_later(app):
+    from services import cache as carhub_cache
+
+    cache.set("item", "old")
+    with db.session.begin_nested():
+        carhub_cache.invalidate_after_commit("item")
+    db.session.rollback()
+    db.session.commit()  # an empty transaction afterwards applies nothing left over
+    assert cache.get("item") == "old"
 
 
 def test_changes_are_recorded_as_events_in_the_same_transaction(app, staff):

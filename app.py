@@ -8,7 +8,7 @@ from typing import Any
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, Response, json
 from marshmallow import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 import cli
@@ -107,6 +107,14 @@ def _register_error_handlers(app: Flask) -> None:
         response = problem(503, "Service unavailable", "the database is unavailable; try again shortly")
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(DataError)
+    def unstorable_value(error: DataError) -> Response:
+        # A value the database refuses as data (a NUL character, a number out of range):
+        # the client's input, so a 400, and nothing of the request is kept.
+        log.warning("value refused by the database: %s", error.orig)
+        db.session.rollback()
+        return problem(400, "Bad request", "a value in the request cannot be stored or searched for")
 
     @app.errorhandler(DBAPIError)
     def database_error(error: DBAPIError) -> Response:

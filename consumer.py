@@ -24,6 +24,7 @@ import threading
 import time
 
 from marshmallow import ValidationError
+from sqlalchemy.exc import DataError
 
 from messaging.envelope import Message
 from services.errors import DomainError, InvalidMessage
@@ -39,6 +40,7 @@ PERMANENT: tuple[type[BaseException], ...] = (
     ValueError,
     KeyError,
     TypeError,
+    DataError,  # a value the database refuses as data (NUL, out of range) never will be taken
 )
 
 

@@ -154,6 +154,9 @@ class Api:
         merged.update(headers or {})
         return merged
 
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self.client.open(url, method=method, headers=self._headers(kwargs.pop("headers", None)), **kwargs)
+
     def get(self, url: str, **kwargs: Any) -> Any:
         return self.client.get(url, headers=self._headers(kwargs.pop("headers", None)), **kwargs)
 

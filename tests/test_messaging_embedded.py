@@ -194,6 +194,23 @@ def test_unroutable_events_stay_unsent_and_do_not_block_the_rest(app, staff):
     assert count(OutboxMessage, OutboxMessage.published_at.is_not(None)) == 1
 
 
+def test_a_value_the_database_refuses_is_dead_lettered_at_once(app, backend):
+    if backend == "embedded":
+        pytest.skip("SQLite stores a NUL character")
+    from models.stock import StockLevel
+
+    refused = json.loads(cloudevent("stock.command.increase", {"action": "increase", "sku": "SKU-NUL", "qty": 1}))
+    refused["source"] = "warehouse\u0000"  # kept as the command's source: PostgreSQL refuses it
+    enqueue("carhub.stock", "stock.command.increase", json.dumps(refused))
+    enqueue("carhub.stock", "stock.command.increase", json.dumps({"action": "increase", "sku": "SKU-OK", "qty": 2}))
+    worker(app).run_until_idle()
+
+    [letter] = db.session.scalars(select(DeadLetter)).all()
+    assert "DataError" in letter.reason
+    assert count(LocalDelivery) == 0  # not waiting for a retry that can never succeed
+    assert {level.sku: level.qty for level in db.session.scalars(select(StockLevel))} == {"SKU-OK": 2}
+
+
 def test_broadcast_events_no_queue_takes_are_sent_not_kept(app):
     from services.events import record_event
 

@@ -112,8 +112,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker; >1 means gthread (default 1)")
     args = parser.parse_args()
-    settings = GunicornSettings(workers=args.workers)
+    settings = GunicornSettings(workers=args.workers, threads=args.threads)
     print(
         f"bench.end_to_end: {args.rate:g} POST/s for {args.duration:g}s, {settings.describe()}, "
         f"{args.connections} connections; {cores()}"

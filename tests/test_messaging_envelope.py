@@ -139,3 +139,31 @@ def test_the_committed_definitions_json_matches_the_topology():
     [user] = committed["users"]
     salt = __import__("base64").b64decode(user["password_hash"])[:4]
     assert user["password_hash"] == topology.password_hash("carhub", salt)
+
+
+def test_the_relay_is_woken_when_the_confirms_it_waits_for_are_in_and_not_before():
+    """pika's blocking wait does not see confirms of the underlying channel (see _Confirms)."""
+    from types import SimpleNamespace
+
+    import pika
+
+    from messaging.relay import _Confirms
+
+    woken = []
+    confirms = _Confirms(wake=lambda: woken.append(True))
+    confirms.outstanding = {1, 2, 3, 4}
+    confirms.awaited = {1, 2}
+
+    def ack(tag, multiple=False):
+        confirms.on_confirm(SimpleNamespace(method=pika.spec.Basic.Ack(delivery_tag=tag, multiple=multiple)))
+
+    ack(1)
+    assert woken == []  # tag 2 is still out
+    ack(3)
+    assert woken == []  # not one of the awaited
+    ack(2)
+    assert woken == [True] and confirms.outstanding == {4} and confirms.awaited == set()
+    confirms.awaited = {4, 5}
+    confirms.outstanding |= {5}
+    confirms.on_confirm(SimpleNamespace(method=pika.spec.Basic.Nack(delivery_tag=5, multiple=True)))
+    assert woken == [True, True] and confirms.nacked == {4, 5}

@@ -322,7 +322,7 @@ def create_database(name: str) -> str:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
-        sys.exit(f"bench.api needs PostgreSQL at {PG_ADMIN_URL} (BENCH_POSTGRES_URL): {exc}")
+        sys.exit(f"the benchmarks need PostgreSQL at {PG_ADMIN_URL} (BENCH_POSTGRES_URL): {exc}")
     return urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
 
 

@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from bench.api import create_database, drop_database
 from bench.harness import ROOT, GunicornSettings, Server, serve
 
-PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "bench-customer-password"  # throwaway users in a throwaway database
 PRICE = "4500.00"
@@ -521,24 +520,6 @@ def count_duplicate_accruals(database_url: str) -> int:
 
 def plain_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def create_database(name: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        sys.exit(f"bench.payments needs PostgreSQL at {PG_ADMIN_URL} (BENCH_POSTGRES_URL): {exc}")
-    return urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def create_vhost(name: str) -> Any:

@@ -46,6 +46,18 @@ def test_stats_counts_requests_and_cache_lookups_for_staff(staff, customer, anon
     assert anonymous.get("/stats").status_code == 401
 
 
+def test_every_answer_is_timed_by_endpoint_and_status(staff, anonymous):
+    count = lambda endpoint, status: (  # noqa: E731
+        staff.get("/stats").get_json()["requests"].get(endpoint, {}).get(status, 0)
+    )
+    before = {key: count(*key) for key in [("none", "404"), ("cars.Cars", "401"), ("cars.Cars", "422")]}
+    anonymous.get("/api/v1/no-such-thing")
+    anonymous.get("/api/v1/cars")
+    staff.post("/api/v1/cars", json={"vin": "short"})
+    after = {key: count(*key) for key in before}
+    assert {key: after[key] - before[key] for key in before} == dict.fromkeys(before, 1)
+
+
 def test_metrics_is_prometheus_text(client):
     client.get("/health")
     response = client.get("/metrics")

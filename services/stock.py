@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema, ValidationError
-from sqlalchemy import Table, and_, func, insert, null, select, text, update
+from sqlalchemy import BigInteger, String, Table, and_, column, func, insert, null, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -421,6 +421,14 @@ CLAIM_AND_APPLY = text(
            changed.qty AS qty_after
     FROM claimed LEFT JOIN changed ON true
     """
+).columns(  # typed result columns: SQLAlchemy then reuses the result metadata (hot path)
+    commands.c.action,
+    commands.c.sku,
+    commands.c.qty,
+    commands.c.warehouse_id,
+    commands.c.issued_by,
+    column("actor", String),
+    column("qty_after", BigInteger),
 )
 
 

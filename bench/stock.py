@@ -206,7 +206,7 @@ def run_bare(database_url: str, deliveries: list[Any], batch: int | None) -> flo
 
     from services.stock import CLAIM_AND_APPLY
 
-    claim_and_apply = _psycopg_params(CLAIM_AND_APPLY.element.text)
+    claim_and_apply = CLAIM_AND_APPLY  # psycopg placeholders already
     plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(plain) as conn:
         messages = [(d.message_id, d.routing_key, json.loads(d.body)) for d in deliveries]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import select
 
 from extensions import db
@@ -118,3 +119,26 @@ def test_racing_sides_of_many_movements_pair_up(app, staff):
     for n in range(10):
         movement = staff.get(f"/api/v1/movements/race-{n}").get_json()
         assert movement["status"] == "completed" and movement["quantity_difference"] == 0
+
+
+def test_the_driver_path_raises_what_sqlalchemy_would_and_drops_a_lost_connection(app, backend):
+    """The claim runs on psycopg directly (services.stock._fetch_one_on_driver); the
+    consumer's retry rules must see the same errors as from session.execute."""
+    if backend == "embedded":
+        pytest.skip("the driver path is PostgreSQL's")
+    from sqlalchemy import exc, text
+
+    from extensions import db
+    from services.stock import _fetch_one_on_driver
+
+    with pytest.raises(exc.DataError):  # permanent for the consumer: dead-lettered
+        _fetch_one_on_driver("SELECT %(n)s::int", {"n": "not a number"})
+    db.session.rollback()
+    [pid] = _fetch_one_on_driver("SELECT pg_backend_pid()", {})
+    with db.engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(exc.OperationalError) as lost:  # transient: retried
+        _fetch_one_on_driver("SELECT 1", {})
+    assert lost.value.connection_invalidated
+    db.session.rollback()
+    assert _fetch_one_on_driver("SELECT 1", {}) == (1,)  # on a fresh connection

@@ -8,18 +8,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate, validates
 
 from models.cart import MAX_LINE_QTY
-from schemas.common import Money, StrictSchema, UUIDString
-
-
-# PostgreSQL cannot store NUL; a code has no control characters at all.
-def no_control_characters(value: str) -> None:
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ValidationError("Control characters are not allowed.")
-
-
-def no_nul(value: str) -> None:
-    if "\x00" in value:
-        raise ValidationError("NUL characters are not allowed.")
+from schemas.common import Money, StrictSchema, UUIDString, no_control_characters
 
 
 class CartItemSchema(StrictSchema):
@@ -57,7 +46,7 @@ class CheckoutSchema(StrictSchema):
 
     car_id = UUIDString(required=True)
     desired_time = fields.AwareDateTime(required=True, default_timezone=UTC)
-    description = fields.String(load_default="", validate=[validate.Length(max=4000), no_nul])
+    description = fields.String(load_default="", validate=[validate.Length(max=4000)])
 
     @validates("desired_time")
     def validate_desired_time(self, value: datetime, **_: Any) -> None:

@@ -31,6 +31,12 @@ class StrictSchema(Schema):
         return data
 
 
+def no_control_characters(value: str) -> None:
+    """For codes and plates: printable text only."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValidationError("Control characters are not allowed.")
+
+
 def _places_with_nul(data: Any, place: str = "") -> list[str]:
     """Dotted names of the values (and keys) of ``data`` that hold a NUL character."""
     if isinstance(data, str):

@@ -8,22 +8,11 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, pre_load, validate, validates
 
-from schemas.common import PageArgsSchema, StrictSchema
+from schemas.common import PageArgsSchema, StrictSchema, no_control_characters
 
 CENT = decimal.Decimal("0.01")
 # Numeric(12, 2): ten digits before the point.
 MAX_AMOUNT = decimal.Decimal("9999999999.99")
-
-
-# Printable text only: PostgreSQL cannot store NUL, and a plate has no control characters.
-def no_control_characters(value: str) -> None:
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ValidationError("Control characters are not allowed.")
-
-
-def no_nul(value: str) -> None:
-    if "\x00" in value:
-        raise ValidationError("NUL characters are not allowed.")
 
 
 # Clocks of the issuing camera and of this server may disagree a little.
@@ -60,7 +49,7 @@ class FineSchema(StrictSchema):
         required=True,
         validate=validate.Range(min=0, min_inclusive=False, max=MAX_AMOUNT, error="Must be above 0 and at most {max}."),
     )
-    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), no_nul])
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500)])
     issued_at = fields.AwareDateTime(required=True, default_timezone=UTC)
     issued_by = fields.String(dump_only=True, allow_none=True)
     status = fields.String(dump_only=True, metadata={"enum": ["unpaid", "paid"]})

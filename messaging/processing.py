@@ -12,7 +12,7 @@ duplicate changes nothing, a permanent error is dead-lettered, a transient one r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,17 +123,10 @@ class Processor:
         failure (a poison message, a duplicate, the database) makes the caller roll the
         whole batch back and apply its messages one by one, where each is sorted."""
         outcomes: list[tuple[Delivery, Outcome]] = []
-        for delivery in deliveries:
-            try:
-                message = decode(delivery.routing_key, delivery.body, delivery.message_id, delivery.correlation_id)
-            except (ValueError, TypeError) as exc:
-                outcomes.append((delivery, Outcome("dead", f"undecodable: {describe(exc)}")))
-                continue
+        for delivery, message in _decoded(deliveries, outcomes):
             token = request_id_var.set(message.correlation_id)
             try:
-                db.session.add(
-                    InboxMessage(consumer=delivery.queue, message_id=message.id[:128], type=message.type[:128])
-                )
+                db.session.add(_inbox_row(delivery, message))
                 self.handle(delivery.queue, message)
             finally:
                 request_id_var.reset(token)
@@ -143,12 +136,7 @@ class Processor:
 
     def _apply(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, Outcome]]:
         outcomes: list[tuple[Delivery, Outcome]] = []
-        for delivery in deliveries:
-            try:
-                message = decode(delivery.routing_key, delivery.body, delivery.message_id, delivery.correlation_id)
-            except (ValueError, TypeError) as exc:
-                outcomes.append((delivery, Outcome("dead", f"undecodable: {describe(exc)}")))
-                continue
+        for delivery, message in _decoded(deliveries, outcomes):
             outcomes.append((delivery, self._apply_one(delivery, message)))
         return outcomes
 
@@ -156,7 +144,7 @@ class Processor:
         savepoint = db.session.begin_nested()
         token = request_id_var.set(message.correlation_id)
         try:
-            db.session.add(InboxMessage(consumer=delivery.queue, message_id=message.id[:128], type=message.type[:128]))
+            db.session.add(_inbox_row(delivery, message))
             try:
                 db.session.flush()
             except IntegrityError:
@@ -176,6 +164,24 @@ class Processor:
             raise _Transient(delivery, exc) from exc
         finally:
             request_id_var.reset(token)
+
+
+def _decoded(
+    deliveries: Sequence[Delivery], outcomes: list[tuple[Delivery, Outcome]]
+) -> Iterator[tuple[Delivery, Message]]:
+    """Each delivery with its message; one that cannot be decoded is dead at once (in ``outcomes``)."""
+    for delivery in deliveries:
+        try:
+            message = decode(delivery.routing_key, delivery.body, delivery.message_id, delivery.correlation_id)
+        except (ValueError, TypeError) as exc:
+            outcomes.append((delivery, Outcome("dead", f"undecodable: {describe(exc)}")))
+            continue
+        yield delivery, message
+
+
+def _inbox_row(delivery: Delivery, message: Message) -> InboxMessage:
+    """The row that makes a redelivery of ``message`` on this queue change nothing."""
+    return InboxMessage(consumer=delivery.queue, message_id=message.id[:128], type=message.type[:128])
 
 
 def settle(delivery: Delivery, outcome: Outcome) -> Outcome:

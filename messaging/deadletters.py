@@ -57,7 +57,6 @@ def replay(dead_letter_id: str) -> DeadLetter:
         )
     )
     letter.replayed_at = utcnow()
-    db.session.info["outbox_written"] = True  # wake the relay at commit (services.events)
     db.session.commit()
     return letter
 

@@ -167,7 +167,11 @@ class BrokerRelay:
             current: _Batch | None = None
             try:
                 while True:
-                    current = self._take() if pipelined or previous is None else None
+                    # A batch that was not full took everything due at the time: what
+                    # committed since rang the doorbell, so selecting again now would
+                    # only find nothing (one wasted transaction per wake at low load).
+                    more_due = previous is None or len(previous.rows) >= self.batch_size
+                    current = self._take() if more_due else None
                     if current is not None:
                         self._send(current)
                         # Frames leave only when pika's I/O loop runs: flush them now, so

@@ -1,5 +1,7 @@
 """Wake the relay when an outbox row commits (PostgreSQL ``LISTEN``), else poll briefly.
 
+The NOTIFY comes from a trigger on the outbox table (``models.messaging``).
+
 NOTIFY is only a doorbell: it fires at commit, never replays, and is lost while nobody
 listens, so the relay always re-reads the table after waking and on every timeout.
 """
@@ -12,8 +14,9 @@ import time
 
 from sqlalchemy.engine import make_url
 
+from models.messaging import OUTBOX_CHANNEL
+
 log = logging.getLogger("carhub.relay")
-CHANNEL = "carhub_outbox"  # services.events.OUTBOX_CHANNEL (messaging does not import services)
 
 
 class OutboxDoorbell:
@@ -31,7 +34,7 @@ class OutboxDoorbell:
 
         dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.connection = psycopg.connect(dsn, autocommit=True)
-        self.connection.execute(f"LISTEN {CHANNEL}")
+        self.connection.execute(f"LISTEN {OUTBOX_CHANNEL}")
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a commit; True if one rang."""
@@ -44,6 +47,11 @@ class OutboxDoorbell:
             rang = False
             for _ in self.connection.notifies(timeout=timeout, stop_after=1):
                 rang = True
+            if rang:
+                # Commits that rang meanwhile are covered by the read that follows:
+                # swallow their rings, or each would wake an empty read of its own.
+                for _ in self.connection.notifies(timeout=0):
+                    pass
             return rang
         except Exception as exc:  # noqa: BLE001 - fall back to polling until it reconnects
             log.warning("outbox LISTEN failed (%s); polling", exc)

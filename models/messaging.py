@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String, Text
+from sqlalchemy import DDL, JSON, Index, Integer, String, Text, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -49,6 +49,21 @@ class OutboxMessage(db.Model):
     destination: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict | None] = mapped_column(JsonDocument)
+
+
+# The relay's doorbell, rung by the database itself: any INSERT into the outbox, from
+# any writer, sends NOTIFY at its commit (none on rollback), once per transaction
+# however many rows it adds. Migration 0003 creates the same on PostgreSQL.
+OUTBOX_CHANNEL = "carhub_outbox"
+OUTBOX_NOTIFY_FUNCTION = DDL(
+    "CREATE OR REPLACE FUNCTION carhub_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN PERFORM pg_notify('{OUTBOX_CHANNEL}', ''); RETURN NULL; END $$"
+)
+OUTBOX_NOTIFY_TRIGGER = DDL(
+    "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION carhub_outbox_notify()"
+)
+for ddl in (OUTBOX_NOTIFY_FUNCTION, OUTBOX_NOTIFY_TRIGGER):
+    event.listen(OutboxMessage.__table__, "after_create", ddl.execute_if(dialect="postgresql"))
 
 
 class InboxMessage(db.Model):

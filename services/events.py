@@ -1,7 +1,8 @@
 """The one way a service publishes: an outbox row in the caller's transaction.
 
 The row is committed with the change it describes or not at all, so an event exists
-if and only if its transaction committed. The relay turns rows into CloudEvents.
+if and only if its transaction committed. The relay turns rows into CloudEvents; on
+PostgreSQL a trigger on the outbox table wakes it at commit (``models.messaging``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session, SessionTransaction
-
 from extensions import db
 from models.messaging import OutboxMessage
 from tracing import current_request_id
-
-OUTBOX_CHANNEL = "carhub_outbox"
 
 
 def record_event(
@@ -39,7 +35,6 @@ def record_event(
     if event_id:
         message.id = event_id
     db.session.add(message)
-    db.session.info["outbox_written"] = True
     return message
 
 
@@ -56,21 +51,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     return value
-
-
-@sa_event.listens_for(Session, "before_commit")
-def _wake_relay_on_commit(session: Session) -> None:
-    """On PostgreSQL, NOTIFY is delivered at commit (and dropped on rollback): the relay
-    wakes within milliseconds instead of polling. It always re-reads the table. A
-    savepoint waits for the real commit, so a batch of consumed messages rings once."""
-    if session.in_nested_transaction() or not session.info.pop("outbox_written", False):
-        return
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(db.text(f"NOTIFY {OUTBOX_CHANNEL}"))
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _forget_outbox_flag(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop("outbox_written", None)

@@ -30,6 +30,7 @@ from messaging.topology import (
     FAILED_QUEUE_HEADER,
     MAX_RETRIES,
 )
+from messaging.wakeup import OutboxDoorbell
 from models.messaging import DeadLetter, InboxMessage, OutboxMessage
 from models.notifications import Notification
 from services import cars
@@ -334,6 +335,50 @@ def test_two_relays_at_once_publish_each_row_once(broker_app):
     wait_until(lambda: depth(url_of(broker_app), NOTIFICATIONS) == total, message="every row on the queue")
     time.sleep(0.3)
     assert depth(url_of(broker_app), NOTIFICATIONS) == total  # and not one more
+
+
+def test_the_outbox_rings_the_relay_at_commit_once_and_never_on_rollback(broker_app):
+    """The trigger on the outbox rings whoever writes; the doorbell swallows rings its next read covers."""
+    doorbell = OutboxDoorbell(broker_app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        assert doorbell.wait(0.05) is False  # LISTENing now; nothing rang
+        record_event("car.created", "car-1", {})
+        db.session.rollback()
+        assert doorbell.wait(0.3) is False
+        record_event("car.created", "car-2", {})
+        record_event("car.created", "car-3", {})
+        db.session.commit()
+        for n in range(4, 7):  # three more commits before the relay looks
+            record_event("car.created", f"car-{n}", {})
+            db.session.commit()
+        time.sleep(0.2)
+        assert doorbell.wait(2) is True
+        assert doorbell.wait(0.3) is False  # the four rings were one wake
+    finally:
+        doorbell.close()
+
+
+def test_a_partial_batch_is_read_once_per_drain(broker_app, monkeypatch):
+    """Below a full batch the relay does not select again in the same drain (it waits for the bell)."""
+    for n in range(3):
+        record_event("car.created", f"car-{n}", {"n": n})
+    db.session.commit()
+    relay = BrokerRelay(broker_app, url_of(broker_app), batch_size=2)
+    takes: list[int] = []
+    take = relay._take
+
+    def counted():
+        batch = take()
+        takes.append(len(batch.rows) if batch else 0)
+        return batch
+
+    monkeypatch.setattr(relay, "_take", counted)
+    try:
+        assert relay.drain() == 3
+    finally:
+        relay.close()
+    assert takes == [2, 1]  # full, so pipelined; then partial: no third, empty read
+    assert count(OutboxMessage, OutboxMessage.published_at.is_(None)) == 0
 
 
 def test_unroutable_rows_are_not_marked_sent(broker_app):

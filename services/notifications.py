@@ -14,7 +14,7 @@ from sqlalchemy import select
 from extensions import db
 from models.base import utcnow
 from models.notifications import Notification
-from models.users import User
+from services import users
 from services.errors import NotFound
 from services.pagination import Page, paginate
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def notify(user_id: str | None, event: Event, title: str, body: str = "", reference: str | None = None) -> None:
     """Tell ``user_id`` about ``event`` (nobody to tell, or a deleted user: nothing)."""
-    if not user_id or db.session.get(User, user_id) is None:
+    if not user_id or not users.exists(user_id):
         return
     db.session.add(
         Notification(

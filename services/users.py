@@ -5,7 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
@@ -34,6 +34,16 @@ def get_user(user_id: str) -> User:
     if user is None:
         raise NotFound(f"user {user_id} not found")
     return user
+
+
+# Built once: the consumer asks this for every notification, the car service per write.
+_USER_EXISTS = select(User.id).where(User.id == bindparam("user_id")).execution_options(autoflush=False)
+
+
+def exists(user_id: str) -> bool:
+    """Whether the user is there, without loading it or flushing what the caller has
+    pending (the consumer's batch flushes its rows together, once, at the end)."""
+    return db.session.scalar(_USER_EXISTS, {"user_id": user_id}) is not None
 
 
 def find_by_email(email: str) -> User | None:

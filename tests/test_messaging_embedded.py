@@ -10,6 +10,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
@@ -179,6 +180,27 @@ def test_a_batch_with_poison_and_transient_failures_applies_the_rest(app, staff,
     waiting = db.session.scalars(select(LocalDelivery)).one()
     assert waiting.attempts == 1 and "lock timeout" in waiting.last_error
     assert count(InboxMessage) == 4
+
+
+def test_a_batch_writes_its_rows_with_one_insert_per_table(app, staff, customer):
+    """The consumer's fast path: lookups inside a handler do not flush the batch row by row."""
+    for n in range(5):
+        staff.post("/api/v1/cars", json={**CAR, "vin": f"WVWZZZ1JZXW00002{n}", "owner_id": customer.user["id"]})
+    embedded = worker(app)
+    embedded.relay_pending()
+    inserts: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement.split("(")[0].split()[-1].strip('"'))
+
+    sa_event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert embedded.consume_pending() == 5
+    finally:
+        sa_event.remove(db.engine, "before_cursor_execute", seen)
+    assert sorted(inserts) == ["inbox", "notifications"]
+    assert count(Notification) == 5 and count(InboxMessage) == 5
 
 
 def test_unroutable_events_stay_unsent_and_do_not_block_the_rest(app, staff):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required
+from blueprints.common import Blueprint, auth_required
 from messaging import deadletters
 from schemas.admin import DeadLetterArgsSchema, DeadLetterSchema
 from schemas.common import page_of

@@ -7,9 +7,8 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 from flask_jwt_extended import create_access_token
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id
+from blueprints.common import Blueprint, auth_required, current_user_id
 from extensions import limiter
 from schemas.users import LoginSchema, RegisterSchema, TokenSchema, UserSchema
 from services import users

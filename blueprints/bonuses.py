@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id, is_staff
+from blueprints.common import Blueprint, auth_required, current_user_id, is_staff
 from schemas.bonuses import BonusAccountArgsSchema, BonusAccountSchema, BonusChangeSchema, PromoApplySchema, SpendSchema
 from services import bonuses
 from services.errors import DomainError

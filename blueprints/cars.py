@@ -6,9 +6,8 @@ from typing import Any
 
 from flask import Response, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, if_match, with_etag
+from blueprints.common import Blueprint, auth_required, if_match, with_etag
 from schemas.cars import CarListArgsSchema, CarSchema
 from schemas.common import page_of
 from services import cars

@@ -6,9 +6,8 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id, if_match, with_etag
+from blueprints.common import Blueprint, auth_required, current_user_id, if_match, with_etag
 from schemas.cart import CartItemSchema, CartQuantitySchema, CartSchema, CheckoutSchema
 from schemas.orders import OrderSchema
 from services import cart

@@ -6,9 +6,8 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, if_match
+from blueprints.common import Blueprint, auth_required, if_match
 from schemas.catalogue import CatalogueArgsSchema, CatalogueItemPatchSchema, CatalogueItemSchema
 from schemas.common import page_of
 from services import catalogue

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import flask_smorest
 from flask import Response, current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from marshmallow import Schema
 
 from services.errors import Forbidden
 
@@ -16,6 +18,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # A role includes the ones below it.
 ROLE_RANK = {"customer": 0, "staff": 1, "admin": 2}
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint, with one schema instance per route for the arguments.
+
+    Given a schema class, webargs builds an instance on every request, and building one
+    deep-copies its fields: a tenth of a POST /cars. Loading keeps no state in the schema.
+    """
+
+    def arguments(self, schema: type[Schema] | Schema, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
 
 
 # Tokens this process has verified, until they expire: verifying a signature costs more

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id
+from blueprints.common import Blueprint, auth_required, current_user_id
 from schemas.common import page_of
 from schemas.notifications import NotificationArgsSchema, NotificationSchema
 from services import notifications

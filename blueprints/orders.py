@@ -6,9 +6,8 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id, if_match, is_staff
+from blueprints.common import Blueprint, auth_required, current_user_id, if_match, is_staff
 from schemas.common import page_of
 from schemas.orders import OrderCreateSchema, OrderListArgsSchema, OrderSchema, OrderStatusSchema, ReviewSchema
 from services import orders

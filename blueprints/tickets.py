@@ -6,9 +6,8 @@ from typing import Any
 
 from flask import Response, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from blueprints.common import auth_required, current_user_id, if_match, is_staff, with_etag
+from blueprints.common import Blueprint, auth_required, current_user_id, if_match, is_staff, with_etag
 from schemas.common import PageArgsSchema, page_of
 from schemas.tickets import (
     TicketCreateSchema,

@@ -13,9 +13,8 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from extensions import db
 from models.cars import Car
-from models.users import User
-from services import cache
-from services.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from services import cache, users
+from services.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from services.events import record_event
 from services.pagination import Page, paginate
 
@@ -98,21 +97,17 @@ def _filtered(filters: CarFilters) -> Select:
 
 
 def create_car(fields: dict[str, Any]) -> dict[str, Any]:
-    _check_owner(fields.get("owner_id"))
-    _check_unique(fields)
     car = Car(**fields)
     db.session.add(car)
-    db.session.flush()
+    _flush(fields)
     data = snapshot(car)
     record_event("car.created", car.id, data)
-    _commit()
+    _commit(fields)
     return data
 
 
 def update_car(car_id: str, fields: dict[str, Any], *, replace: bool, if_match: str | None) -> dict[str, Any]:
     car = _load_for_change(car_id, if_match)
-    _check_owner(fields.get("owner_id"))
-    _check_unique(fields, exclude_id=car.id)
     if replace:  # PUT: what the body leaves out returns to its default
         for optional in ("license_plate", "color", "mileage_km", "price", "owner_id"):
             fields.setdefault(optional, None)
@@ -124,11 +119,11 @@ def update_car(car_id: str, fields: dict[str, Any], *, replace: bool, if_match: 
     if not changed:
         db.session.rollback()
         return before
-    db.session.flush()
+    _flush(fields, car_id)
     data = snapshot(car)
     record_event("car.updated", car.id, {**data, "changed": sorted(changed)})
     cache.invalidate_after_commit(car_key(car.id))
-    _commit()
+    _commit(fields, car_id)
     return data
 
 
@@ -138,7 +133,7 @@ def delete_car(car_id: str, if_match: str | None) -> None:
     db.session.delete(car)
     record_event("car.deleted", car_id, data)
     cache.invalidate_after_commit(car_key(car_id))
-    _commit()
+    _commit({}, car_id)
 
 
 def _load_for_change(car_id: str, if_match: str | None) -> Car:
@@ -154,31 +149,39 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
-def _check_owner(owner_id: str | None) -> None:
-    if owner_id and db.session.get(User, owner_id) is None:
-        raise InvalidInput("owner does not exist", errors={"owner_id": ["Unknown user."]})
+def _flush(fields: dict[str, Any], car_id: str | None = None) -> None:
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        raise _refusal(fields, car_id) from exc
 
 
-def _check_unique(fields: dict[str, Any], exclude_id: str | None = None) -> None:
-    """The clear message; the UNIQUE constraints still decide under concurrency."""
+def _commit(fields: dict[str, Any], car_id: str | None = None) -> None:
+    cache.bump_after_commit(LIST_NAMESPACE)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        raise _refusal(fields, car_id) from exc
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise PreconditionFailed("the car was changed concurrently; read it again") from exc
+
+
+def _refusal(fields: dict[str, Any], car_id: str | None) -> DomainError:
+    """The clear error once a constraint refused the write (unknown owner, VIN or plate
+    taken). The constraints decide, so the write that succeeds, nearly every one, pays
+    for no check; only a refused one looks for its reason."""
+    db.session.rollback()
+    owner_id = fields.get("owner_id")
+    if owner_id and not users.exists(owner_id):
+        return InvalidInput("owner does not exist", errors={"owner_id": ["Unknown user."]})
     for name in ("vin", "license_plate"):
         value = fields.get(name)
         if value is None:
             continue
         query = select(Car.id).where(getattr(Car, name) == value)
-        if exclude_id:
-            query = query.where(Car.id != exclude_id)
+        if car_id:
+            query = query.where(Car.id != car_id)
         if db.session.scalar(query) is not None:
-            raise Conflict(f"a car with {name} {value} already exists", errors={name: ["Already exists."]})
-
-
-def _commit() -> None:
-    cache.bump_after_commit(LIST_NAMESPACE)
-    try:
-        db.session.commit()
-    except IntegrityError as exc:
-        db.session.rollback()
-        raise Conflict("a car with this VIN or license plate already exists") from exc
-    except StaleDataError as exc:
-        db.session.rollback()
-        raise PreconditionFailed("the car was changed concurrently; read it again") from exc
+            return Conflict(f"a car with {name} {value} already exists", errors={name: ["Already exists."]})
+    return Conflict("the car conflicts with a concurrent change; try again")

@@ -97,6 +97,35 @@ def test_duplicate_vin_and_plate_are_409(staff):
     assert clash.status_code == 409
 
 
+def test_a_car_added_costs_its_two_inserts_and_nothing_else(app, staff, customer, monkeypatch):
+    """The constraints check owner, VIN and plate: a write that succeeds runs no SELECT,
+    and the request builds no schema (one instance per route, blueprints.common)."""
+    from sqlalchemy import event
+
+    from schemas.cars import CarSchema
+
+    built: list[object] = []
+    original_init = CarSchema.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(CarSchema, "__init__", counting_init)
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        create(staff, owner_id=customer.user["id"], license_plate="B002BB")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE")] == ["INSERT", "INSERT"]
+    assert built == []
+
+
 def test_database_rejects_duplicate_vin_even_without_the_check(app, staff):
     """The UNIQUE constraint is the last word when two requests race past the check."""
     from sqlalchemy.exc import IntegrityError

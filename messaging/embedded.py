@@ -16,7 +16,7 @@ import threading
 from datetime import datetime, timedelta
 
 from flask import Flask
-from sqlalchemy import Select, delete, or_, select
+from sqlalchemy import Select, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
 from extensions import db
@@ -32,12 +32,13 @@ log = logging.getLogger("carhub.embedded")
 
 
 def unsent_query(*columns: object) -> Select:
-    """Unsent rows due now, oldest first (lock them: ``with_for_update(skip_locked=True)``)."""
+    """Unsent rows due at the ``now`` parameter, oldest first (lock them:
+    ``with_for_update(skip_locked=True)``). Built once, run with ``{"now": utcnow()}``."""
     return (
         select(*columns)
         .where(
             OutboxMessage.published_at.is_(None),
-            or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= utcnow()),
+            or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= bindparam("now")),
         )
         .order_by(OutboxMessage.created_at, OutboxMessage.id)
     )
@@ -50,7 +51,7 @@ def unsent_rows(limit: int, session: Session | None = None) -> list[OutboxMessag
     query = unsent_query(OutboxMessage).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+    return list(session.scalars(query, {"now": utcnow()}))
 
 
 def postpone(row: OutboxMessage, error: str) -> None:

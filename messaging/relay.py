@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import pika
 from flask import Flask
 from pika.exceptions import AMQPError
-from sqlalchemy import Row, String, any_, bindparam, update
+from sqlalchemy import Connection, Engine, Row, String, any_, bindparam, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
 
 from extensions import db
 from messaging import metrics
@@ -90,22 +89,56 @@ def _nothing() -> None:
     """Scheduled only to make pika's blocking connection return from its wait."""
 
 
-def _postpone(session: Session, row: Row, error: str) -> None:
-    """A returned or nacked row stays unsent and waits (see ``embedded.postpone``)."""
-    attempts = (row.attempts or 0) + 1
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == row.id)
-        .values(attempts=attempts, last_error=error[:1000], next_attempt_at=postponed_until(attempts))
-        .execution_options(synchronize_session=False)
-    )
+class _Outbox:
+    """The relay's statements on the outbox, built once, and the connections it keeps.
+
+    The relay is the outbox's hot path: building a statement, opening a Session and
+    checking a connection out of the pool (with its ping) cost several times what the
+    statements themselves do at one row per wake. A connection that failed is dropped,
+    and with it the idle ones (the database may have restarted).
+    """
+
+    def __init__(self, engine: Engine, batch_size: int) -> None:
+        self.engine = engine
+        self.idle: list[Connection] = []
+        table = OutboxMessage.__table__
+        # Plain rows, not ORM objects: the relay only reads them. FOR UPDATE SKIP LOCKED
+        # lets several relays share the work on PostgreSQL (SQLite renders no lock).
+        self.take = unsent_query(*table.c).limit(batch_size).with_for_update(skip_locked=True)
+        if engine.dialect.name == "postgresql":  # one array parameter, not hundreds of IN placeholders
+            confirmed = table.c.id == any_(bindparam("ids", type_=ARRAY(String)))
+        else:
+            confirmed = table.c.id.in_(bindparam("ids", expanding=True))
+        self.mark_sent = update(table).where(confirmed).values(published_at=bindparam("now"))
+        self.postpone = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values(attempts=bindparam("attempts"), last_error=bindparam("error"), next_attempt_at=bindparam("until"))
+        )
+
+    def connection(self) -> Connection:
+        return self.idle.pop() if self.idle else self.engine.connect()
+
+    def release(self, connection: Connection, *, failed: bool = False) -> None:
+        if not failed:
+            self.idle.append(connection)
+            return
+        with contextlib.suppress(Exception):  # it may be the broken one
+            connection.rollback()
+        connection.close()
+        self.close()
+
+    def close(self) -> None:
+        while self.idle:
+            with contextlib.suppress(Exception):
+                self.idle.pop().close()
 
 
 @dataclass
 class _Batch:
     """Rows taken (and locked) in their own transaction, and their confirm tags."""
 
-    session: Session
+    connection: Connection
     rows: list[Row]
     by_tag: dict[int, tuple[Row, str]] = field(default_factory=dict)
 
@@ -119,6 +152,9 @@ class BrokerRelay:
         self.connection: pika.BlockingConnection | None = None
         self.channel = None
         self.confirms = _Confirms()
+        with app.app_context():
+            self.outbox = _Outbox(db.engine, batch_size)
+        self.pipelined = self.outbox.engine.dialect.name == "postgresql"
 
     def connect(self) -> None:
         self.connection = pika.BlockingConnection(connection_parameters(self.url, "carhub relay"))
@@ -138,18 +174,18 @@ class BrokerRelay:
             with contextlib.suppress(Exception):  # it is going away anyway
                 self.connection.close()
         self.connection = self.channel = None
+        self.outbox.close()
 
     def publish_pending(self) -> int:
         """Publish one batch and wait for it; returns how many rows were taken (0: none due)."""
         if self.connection is None:
             self.connect()
-        with self.app.app_context():
-            batch = self._take()
-            if batch is None:
-                return 0
-            self._send(batch)
-            self._settle(batch)
-            return len(batch.rows)
+        batch = self._take()
+        if batch is None:
+            return 0
+        self._send(batch)
+        self._settle(batch)
+        return len(batch.rows)
 
     def drain(self) -> int:
         """Publish until nothing is due; returns how many rows were taken.
@@ -161,59 +197,51 @@ class BrokerRelay:
         if self.connection is None:
             self.connect()
         total = 0
-        with self.app.app_context():
-            pipelined = db.engine.dialect.name == "postgresql"
-            previous: _Batch | None = None
-            current: _Batch | None = None
-            try:
-                while True:
-                    # A batch that was not full took everything due at the time: what
-                    # committed since rang the doorbell, so selecting again now would
-                    # only find nothing (one wasted transaction per wake at low load).
-                    more_due = previous is None or len(previous.rows) >= self.batch_size
-                    current = self._take() if more_due else None
-                    if current is not None:
-                        self._send(current)
-                        # Frames leave only when pika's I/O loop runs: flush them now, so
-                        # the broker routes this batch while the next one is selected.
-                        self.connection.process_data_events(time_limit=0)
-                        total += len(current.rows)
-                    if previous is not None:
-                        self._settle(previous)
-                    previous = current
-                    if current is None:
+        previous: _Batch | None = None
+        current: _Batch | None = None
+        try:
+            while True:
+                # A batch that was not full took everything due at the time: what
+                # committed since rang the doorbell, so selecting again now would
+                # only find nothing (one wasted transaction per wake at low load).
+                more_due = previous is None or len(previous.rows) >= self.batch_size
+                current = self._take() if more_due else None
+                if current is not None:
+                    self._send(current)
+                    # Frames leave only when pika's I/O loop runs: flush them now, so
+                    # the broker routes this batch while the next one is selected.
+                    self.connection.process_data_events(time_limit=0)
+                    total += len(current.rows)
+                if previous is not None:
+                    self._settle(previous)
+                previous = current
+                if current is None:
+                    return total
+                if not self.pipelined:
+                    self._settle(current)
+                    previous = None
+                    if len(current.rows) < self.batch_size:
                         return total
-                    if not pipelined:
-                        self._settle(current)
-                        previous = None
-                        if len(current.rows) < self.batch_size:
-                            return total
-            except BaseException:
-                # Release every batch still open: a forgotten session would keep its rows
-                # locked, and SKIP LOCKED would pass over them for good.
-                for batch in (previous, current):
-                    if batch is not None:
-                        with contextlib.suppress(Exception):
-                            batch.session.rollback()
-                        batch.session.close()
-                raise
+        except BaseException:
+            # Release every batch still open: a forgotten transaction would keep its
+            # rows locked, and SKIP LOCKED would pass over them for good.
+            for batch in (previous, current):
+                if batch is not None and not batch.connection.closed:
+                    self.outbox.release(batch.connection, failed=True)
+            raise
 
     def _take(self) -> _Batch | None:
-        session = Session(db.engine, expire_on_commit=False)
+        connection = self.outbox.connection()
         try:
-            # Plain rows, not ORM objects: the relay only reads them (and this is its hot path).
-            query = unsent_query(*OutboxMessage.__table__.c).limit(self.batch_size)
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = list(session.execute(query))
+            rows = list(connection.execute(self.outbox.take, {"now": utcnow()}))
         except BaseException:
-            session.close()
+            self.outbox.release(connection, failed=True)
             raise
         if not rows:
-            session.rollback()
-            session.close()
+            connection.rollback()
+            self.outbox.release(connection)
             return None
-        return _Batch(session, rows)
+        return _Batch(connection, rows)
 
     def _send(self, batch: _Batch) -> None:
         """Publish the batch's rows without waiting for their confirms."""
@@ -233,13 +261,12 @@ class BrokerRelay:
                 confirms.outstanding.add(tag)
                 batch.by_tag[tag] = (row, message.properties.message_id)
         except BaseException:
-            batch.session.rollback()
-            batch.session.close()
+            self.outbox.release(batch.connection, failed=True)
             raise
 
     def _settle(self, batch: _Batch) -> int:
         """Wait for the batch's confirms, mark the confirmed rows sent, commit."""
-        confirms, session = self.confirms, batch.session
+        confirms, connection = self.confirms, batch.connection
         try:
             deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
             confirms.awaited = set(batch.by_tag) & confirms.outstanding
@@ -247,36 +274,33 @@ class BrokerRelay:
                 if time.monotonic() > deadline:
                     raise TimeoutError("confirms did not come back")
                 self.connection.process_data_events(time_limit=0.1)  # woken by the last confirm
-            now, sent_ids = utcnow(), []
+            sent_ids = []
             for tag, (row, message_id) in batch.by_tag.items():
                 if tag in confirms.nacked:
                     confirms.nacked.discard(tag)
-                    _postpone(session, row, "nacked by the broker")
+                    self._postpone(connection, row, "nacked by the broker")
                 elif message_id in confirms.returned:
-                    _postpone(session, row, f"unroutable: the broker returned {row.type!r} (no queue is bound)")
+                    self._postpone(connection, row, f"unroutable: the broker returned {row.type!r} (no queue is bound)")
                 else:
                     sent_ids.append(row.id)
             confirms.returned.difference_update(message_id for _, message_id in batch.by_tag.values())
             if sent_ids:  # one statement for the batch, not one UPDATE per row
-                # PostgreSQL: one array parameter instead of hundreds of IN placeholders
-                if session.get_bind().dialect.name == "postgresql":
-                    which = OutboxMessage.id == any_(bindparam("ids", sent_ids, type_=ARRAY(String)))
-                else:
-                    which = OutboxMessage.id.in_(sent_ids)
-                session.execute(
-                    update(OutboxMessage)
-                    .where(which)
-                    .values(published_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-            session.commit()
+                connection.execute(self.outbox.mark_sent, {"ids": sent_ids, "now": utcnow()})
+            connection.commit()
         except BaseException:
-            session.rollback()
+            self.outbox.release(connection, failed=True)
             raise
-        finally:
-            session.close()
+        self.outbox.release(connection)
         metrics.count("published", len(sent_ids))
         return len(sent_ids)
+
+    def _postpone(self, connection: Connection, row: Row, error: str) -> None:
+        """A returned or nacked row stays unsent and waits (see ``embedded.postpone``)."""
+        attempts = (row.attempts or 0) + 1
+        connection.execute(
+            self.outbox.postpone,
+            {"row_id": row.id, "attempts": attempts, "error": error[:1000], "until": postponed_until(attempts)},
+        )
 
     def run(self) -> None:
         doorbell = OutboxDoorbell(self.app.config["SQLALCHEMY_DATABASE_URI"])

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, exists, insert, select
 
 from extensions import db
-from models.base import utcnow
+from models.base import new_id, utcnow
 from models.notifications import Notification
-from services import users
+from models.users import User
 from services.errors import NotFound
 from services.pagination import Page, paginate
 
@@ -22,19 +22,35 @@ if TYPE_CHECKING:
     from services.handlers import Event
 
 
+_COLUMNS = ("id", "user_id", "kind", "title", "body", "reference", "event_id", "created_at")
+# One statement per notification, the user's existence checked in it: a deleted user
+# (or none) is simply not told. Built once; Core, so the consumer's batch has no ORM
+# rows to flush for it.
+_NOTIFY_IF_THE_USER_EXISTS = insert(Notification.__table__).from_select(
+    _COLUMNS,
+    select(*(bindparam(name, type_=Notification.__table__.c[name].type) for name in _COLUMNS)).where(
+        exists().where(User.__table__.c.id == bindparam("recipient"))
+    ),
+)
+
+
 def notify(user_id: str | None, event: Event, title: str, body: str = "", reference: str | None = None) -> None:
     """Tell ``user_id`` about ``event`` (nobody to tell, or a deleted user: nothing)."""
-    if not user_id or not users.exists(user_id):
+    if not user_id:
         return
-    db.session.add(
-        Notification(
-            user_id=user_id,
-            kind=event.type,
-            title=title,
-            body=body,
-            reference=reference or event.subject,
-            event_id=event.id,
-        )
+    db.session.execute(
+        _NOTIFY_IF_THE_USER_EXISTS,
+        {
+            "id": new_id(),
+            "user_id": user_id,
+            "recipient": user_id,
+            "kind": event.type,
+            "title": title,
+            "body": body,
+            "reference": reference or event.subject,
+            "event_id": event.id,
+            "created_at": utcnow(),
+        },
     )
 
 

@@ -10,8 +10,8 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import delete, func, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from consumer import PERMANENT, handle
@@ -182,25 +182,39 @@ def test_a_batch_with_poison_and_transient_failures_applies_the_rest(app, staff,
     assert count(InboxMessage) == 4
 
 
-def test_a_batch_writes_its_rows_with_one_insert_per_table(app, staff, customer):
-    """The consumer's fast path: lookups inside a handler do not flush the batch row by row."""
+def test_a_batch_costs_one_statement_per_notification_and_one_inbox_insert(app, staff, customer):
+    """The consumer's fast path: each notification is one INSERT that checks its user, the
+    batch's inbox rows are one multi-row INSERT, and nothing else touches those tables."""
     for n in range(5):
         staff.post("/api/v1/cars", json={**CAR, "vin": f"WVWZZZ1JZXW00002{n}", "owner_id": customer.user["id"]})
     embedded = worker(app)
     embedded.relay_pending()
-    inserts: list[str] = []
+    statements: list[str] = []
 
     def seen(_conn, _cursor, statement, *_args) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            inserts.append(statement.split("(")[0].split()[-1].strip('"'))
+        if any(table in statement for table in ("inbox", "notifications", "users")):
+            statements.append(" ".join(statement.split()[:3]).replace('"', ""))
 
     sa_event.listen(db.engine, "before_cursor_execute", seen)
     try:
         assert embedded.consume_pending() == 5
     finally:
         sa_event.remove(db.engine, "before_cursor_execute", seen)
-    assert sorted(inserts) == ["inbox", "notifications"]
+    assert statements == ["INSERT INTO notifications"] * 5 + ["INSERT INTO inbox"]
     assert count(Notification) == 5 and count(InboxMessage) == 5
+
+
+def test_a_user_who_is_gone_is_not_notified_and_the_batch_goes_on(app, staff, customer):
+    other = staff.post("/api/v1/cars", json={**CAR, "vin": "WVWZZZ1JZXW000031", "owner_id": customer.user["id"]})
+    assert other.status_code == 201
+    embedded = worker(app)
+    embedded.relay_pending()
+    from models.users import User
+
+    db.session.execute(delete(User).where(User.id == customer.user["id"]))
+    db.session.commit()
+    assert embedded.consume_pending() == 1
+    assert count(Notification) == 0 and count(InboxMessage) == 1 and count(DeadLetter) == 0
 
 
 def test_unroutable_events_stay_unsent_and_do_not_block_the_rest(app, staff):

@@ -53,9 +53,12 @@ def cached_in_generation(namespace: str, key: str, load: Callable[[], T], timeou
 
     For results that many writes touch (lists): a write starts a new generation
     instead of finding every key. A reader that loaded before the write stores under
-    the old generation, which nobody reads again, so there is no stale window.
+    the old generation, which nobody reads again, so there is no stale window. While a
+    write commits, the generation is a tombstone: readers go to the database.
     """
     generation = _generation(namespace)
+    if generation == TOMBSTONE:
+        return load()
     return cached(f"{namespace}:{generation}:{key}", load, timeout)  # type: ignore[return-value]
 
 
@@ -102,6 +105,20 @@ def _cache_outage_logged(action: str) -> Iterator[None]:
         yield
     except Exception:
         log.warning("cache unavailable during %s", action, exc_info=True)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _fence_before_commit(session: Session) -> None:
+    """Tombstones before the commit too: from the commit until the invalidation after
+    it, a reader in another process would otherwise find the old value still cached
+    (the consumer's commits have nobody waiting for a response to close that window)."""
+    if session.in_nested_transaction():
+        return
+    keys = set(session.info.get("cache_invalidations", ()))
+    keys |= {f"{namespace}:generation" for namespace in session.info.get("cache_generations", ())}
+    if keys:
+        with _cache_outage_logged("invalidate"):
+            cache.set_many(dict.fromkeys(keys, TOMBSTONE), timeout=TOMBSTONE_SECONDS)
 
 
 @sa_event.listens_for(Session, "after_commit")

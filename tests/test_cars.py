@@ -243,6 +243,33 @@ def test_a_read_that_loaded_before_a_write_cannot_store_stale_data(app, staff):
     assert staff.get(f"/api/v1/cars/{car['id']}").get_json()["color"] == "fresh"
 
 
+def test_between_the_commit_and_the_invalidation_nothing_old_can_be_read(app, staff, customer):
+    """What another process (or the consumer's reader) finds right after the commit,
+    before the invalidation that follows it: tombstones, so it reads the database."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from services.cache import TOMBSTONE
+    from services.cars import LIST_NAMESPACE, car_key
+
+    car = create(staff).get_json()
+    url = f"/api/v1/cars/{car['id']}"
+    assert customer.get(url).status_code == 200 and customer.get("/api/v1/cars").status_code == 200  # cached
+    observed = []
+
+    def between(_session: Session) -> None:
+        observed.append((cache.get(car_key(car["id"])), cache.get(f"{LIST_NAMESPACE}:generation")))
+
+    event.listen(Session, "after_commit", between, insert=True)  # before the cache's own listener
+    try:
+        assert staff.patch(url, json={"color": "black"}).status_code == 200
+    finally:
+        event.remove(Session, "after_commit", between)
+    assert observed[0] == (TOMBSTONE, TOMBSTONE)
+    assert customer.get(url).get_json()["color"] == "black"
+    assert customer.get("/api/v1/cars").get_json()["items"][0]["color"] == "black"
+
+
 def test_a_savepoint_invalidates_nothing_before_the_transaction_commits(app):
     """The consumer applies each message in a savepoint and commits the batch once."""
     from services import cache as carhub_cache

@@ -83,9 +83,14 @@ def test_year_next_year_is_accepted(staff):
 
 
 def test_unknown_owner_is_422(staff):
-    response = staff.post("/api/v1/cars", json=car_body(owner_id="00000000-0000-4000-8000-000000000000"))
+    nobody = "00000000-0000-4000-8000-000000000000"
+    response = staff.post("/api/v1/cars", json=car_body(owner_id=nobody))
     assert response.status_code == 422
     assert "owner_id" in response.get_json()["errors"]
+    car = create(staff).get_json()
+    changed = staff.patch(f"/api/v1/cars/{car['id']}", json={"owner_id": nobody, "color": "red"})
+    assert changed.status_code == 422 and "owner_id" in changed.get_json()["errors"]
+    assert staff.get(f"/api/v1/cars/{car['id']}").get_json()["color"] is None  # nothing applied
 
 
 def test_duplicate_vin_and_plate_are_409(staff):

@@ -174,9 +174,9 @@ def main() -> int:
         (at.astimezone(UTC) - datetime.fromtimestamp(created[ref]["sent_wall"], UTC)).total_seconds() * 1000
         for ref, at, _, _ in rows
     ]
-    # Where the time goes: row written in the request -> confirmed by the broker (relay),
+    # Where the time goes: row written in the request -> taken by the relay (published_at),
     # and -> applied by the consumer.
-    to_confirmed = [(published - recorded).total_seconds() * 1000 for _, _, recorded, published in rows]
+    to_relay = [(published - recorded).total_seconds() * 1000 for _, _, recorded, published in rows]
     to_applied = [(at - recorded).total_seconds() * 1000 for _, at, recorded, _ in rows]
     response = [r["response_ms"] for r in results if r["status"] == 201]
     late = [r["late_ms"] for r in results]
@@ -195,7 +195,7 @@ def main() -> int:
         f"{statistics.fmean(effect):>10.1f}"
     )
     for label, values in (
-        ("  outbox row -> broker confirmed", to_confirmed),
+        ("  outbox row -> taken by the relay", to_relay),
         ("  outbox row -> notification", to_applied),
     ):
         print(

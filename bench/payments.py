@@ -297,8 +297,8 @@ def stages(database_url: str, payment_ids: list[str], label: str) -> dict[str, f
     """Where the time goes, from the rows' own timestamps (one clock: this machine's),
     each measured from the payment's commit (payments.created_at):
 
-    - relay: the outbox row marked sent (after RabbitMQ confirmed the publish; the relay
-      marks a batch at once, so this can come after the consumer already applied it);
+    - relay: the outbox row taken by the relay (``published_at``: it marks the rows as it
+      takes them, and commits the marks once RabbitMQ has confirmed the publish);
     - applied: the bonus consumer's inbox row (its transaction writing the accrual).
     """
     import psycopg

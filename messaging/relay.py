@@ -1,12 +1,13 @@
 """The outbox relay for RabbitMQ: publish unsent rows with confirms, mark them sent.
 
-A batch of rows is taken under ``FOR UPDATE SKIP LOCKED`` (several relays share the
-work and never publish the same row twice), published persistent and ``mandatory``
-(except ``topology.BROADCAST_EVENTS``) with many confirms in flight at once, and marked
-sent only for the confirms that came back positive. A returned (unroutable) or nacked
-row stays unsent and is tried again later with a growing pause; rows whose confirm
-never came stay unsent and are published again after a reconnect (the consumer's
-inbox makes that harmless).
+A batch of rows is taken and marked sent by one UPDATE under ``FOR UPDATE SKIP LOCKED``
+(several relays share the work and never publish the same row twice), published
+persistent and ``mandatory`` (except ``topology.BROADCAST_EVENTS``) with many confirms
+in flight at once, and the transaction commits only once the broker has confirmed. A
+returned (unroutable) or nacked row is put back unsent before that commit and tried
+again later with a growing pause; if the confirms never come, the transaction rolls
+back and the rows are published again after a reconnect (the consumer's inbox makes
+that harmless).
 
 The relay wakes on PostgreSQL NOTIFY at commit, so commit-to-publish is milliseconds.
 """
@@ -23,8 +24,7 @@ from dataclasses import dataclass, field
 import pika
 from flask import Flask
 from pika.exceptions import AMQPError
-from sqlalchemy import Connection, Engine, Row, String, any_, bindparam, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Engine, Row, bindparam, update
 
 from extensions import db
 from messaging import metrics
@@ -102,18 +102,21 @@ class _Outbox:
         self.engine = engine
         self.idle: list[Connection] = []
         table = OutboxMessage.__table__
-        # Plain rows, not ORM objects: the relay only reads them. FOR UPDATE SKIP LOCKED
-        # lets several relays share the work on PostgreSQL (SQLite renders no lock).
-        self.take = unsent_query(*table.c).limit(batch_size).with_for_update(skip_locked=True)
-        if engine.dialect.name == "postgresql":  # one array parameter, not hundreds of IN placeholders
-            confirmed = table.c.id == any_(bindparam("ids", type_=ARRAY(String)))
-        else:
-            confirmed = table.c.id.in_(bindparam("ids", expanding=True))
-        self.mark_sent = update(table).where(confirmed).values(published_at=bindparam("now"))
+        # One statement takes the due rows and marks them sent, in a transaction that
+        # commits only once the broker has confirmed them (a nacked or returned row is
+        # put back first; any failure rolls the marks back). FOR UPDATE SKIP LOCKED lets
+        # several relays share the work on PostgreSQL (SQLite renders no lock).
+        due = unsent_query(table.c.id).limit(batch_size).with_for_update(skip_locked=True)
+        self.take = update(table).where(table.c.id.in_(due)).values(published_at=bindparam("now")).returning(*table.c)
         self.postpone = (
             update(table)
             .where(table.c.id == bindparam("row_id"))
-            .values(attempts=bindparam("attempts"), last_error=bindparam("error"), next_attempt_at=bindparam("until"))
+            .values(
+                published_at=None,
+                attempts=bindparam("attempts"),
+                last_error=bindparam("error"),
+                next_attempt_at=bindparam("until"),
+            )
         )
 
     def connection(self) -> Connection:
@@ -233,7 +236,10 @@ class BrokerRelay:
     def _take(self) -> _Batch | None:
         connection = self.outbox.connection()
         try:
-            rows = list(connection.execute(self.outbox.take, {"now": utcnow()}))
+            # Plain rows, not ORM objects: the relay only reads them. Oldest first.
+            rows = sorted(
+                connection.execute(self.outbox.take, {"now": utcnow()}), key=lambda row: (row.created_at, row.id)
+            )
         except BaseException:
             self.outbox.release(connection, failed=True)
             raise
@@ -265,7 +271,7 @@ class BrokerRelay:
             raise
 
     def _settle(self, batch: _Batch) -> int:
-        """Wait for the batch's confirms, mark the confirmed rows sent, commit."""
+        """Wait for the batch's confirms, put back the rows the broker refused, commit."""
         confirms, connection = self.confirms, batch.connection
         try:
             deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
@@ -284,8 +290,6 @@ class BrokerRelay:
                 else:
                     sent_ids.append(row.id)
             confirms.returned.difference_update(message_id for _, message_id in batch.by_tag.values())
-            if sent_ids:  # one statement for the batch, not one UPDATE per row
-                connection.execute(self.outbox.mark_sent, {"ids": sent_ids, "now": utcnow()})
             connection.commit()
         except BaseException:
             self.outbox.release(connection, failed=True)

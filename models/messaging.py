@@ -38,6 +38,7 @@ class OutboxMessage(db.Model):
     data: Mapped[dict] = mapped_column(JsonDocument, nullable=False)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = created_at_column()
+    # When the relay took the row; committed only once the broker confirmed it.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -98,4 +98,5 @@ def engine_options(url: str) -> dict[str, object]:
     if url.startswith("sqlite"):
         # Several processes share the file: wait for the writer instead of failing.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+    # No pool_pre_ping: extensions._ping_if_idle pings only connections that sat idle.
+    return {"pool_size": 10, "max_overflow": 10}

@@ -19,8 +19,9 @@ from flask_sqlalchemy import SQLAlchemy
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine, MetaData, Pool
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from werkzeug.exceptions import TooManyRequests
 
@@ -128,3 +129,31 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+
+# A pooled connection is pinged only when it sat idle long enough to have died unnoticed
+# (a database restart, an idle timeout on the way). pool_pre_ping pinged on every
+# checkout: one more round trip per request and per consumer batch, and under load each
+# round trip waits for a CPU like the work itself (bench.end_to_end). A connection that
+# breaks while in steady use fails its statement, which invalidates the pool, and the
+# caller's rules apply (a 503 over HTTP, a retry in the consumer).
+IDLE_PING_SECONDS = 1.0
+
+
+@sa_event.listens_for(Pool, "checkin")
+def _note_idle_since(_dbapi_connection: object, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+@sa_event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: object) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_connection.rollback()
+    except Exception as exc:
+        raise DisconnectionError("the connection died while idle") from exc  # the pool takes another

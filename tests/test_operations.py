@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_health_reports_each_dependency(client, backend):
     response = client.get("/health")
@@ -78,3 +80,28 @@ def test_openapi_is_generated_from_the_schemas(client):
     docs = client.get("/docs")
     assert docs.status_code == 200
     assert b"swagger" in docs.data.lower()
+
+
+@pytest.mark.parametrize(("idle_ping_seconds", "status"), [(0.0, 200), (1e9, 503)])
+def test_a_connection_that_died_while_idle_is_replaced_before_use(
+    app, backend, staff, monkeypatch, idle_ping_seconds, status
+):
+    """The pool pings what sat idle (extensions._ping_if_idle): the request never sees the
+    dead connection. Without the ping it would have been a 503, and only that once."""
+    if backend == "embedded":
+        pytest.skip("a PostgreSQL backend to terminate")
+    import psycopg
+    from sqlalchemy import text
+
+    import extensions
+    from extensions import db
+
+    db.session.remove()
+    db.engine.dispose()
+    with db.engine.connect() as connection:  # the pool's only connection from here on
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+    with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(False), autocommit=True) as kill:
+        kill.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    monkeypatch.setattr(extensions, "IDLE_PING_SECONDS", idle_ping_seconds)
+    assert staff.get("/api/v1/cars").status_code == status
+    assert staff.get("/api/v1/cars").status_code == 200

@@ -17,6 +17,7 @@ from services import cache, users
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from services.events import record_event
 from services.pagination import Page, paginate
+from services.uniqueness import taken_field
 
 SORTABLE = ("year", "make", "model", "price", "mileage_km", "created_at", "updated_at", "status")
 LIST_NAMESPACE = "cars:list"
@@ -175,13 +176,7 @@ def _refusal(fields: dict[str, Any], car_id: str | None) -> DomainError:
     owner_id = fields.get("owner_id")
     if owner_id and not users.exists(owner_id):
         return InvalidInput("owner does not exist", errors={"owner_id": ["Unknown user."]})
-    for name in ("vin", "license_plate"):
-        value = fields.get(name)
-        if value is None:
-            continue
-        query = select(Car.id).where(getattr(Car, name) == value)
-        if car_id:
-            query = query.where(Car.id != car_id)
-        if db.session.scalar(query) is not None:
-            return Conflict(f"a car with {name} {value} already exists", errors={name: ["Already exists."]})
+    name = taken_field(Car, fields, ("vin", "license_plate"), exclude_id=car_id)
+    if name:
+        return Conflict(f"a car with {name} {fields[name]} already exists", errors={name: ["Already exists."]})
     return Conflict("the car conflicts with a concurrent change; try again")

@@ -21,6 +21,7 @@ from models.catalogue import CatalogueItem
 from services import cache
 from services.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from services.pagination import Page, paginate
+from services.uniqueness import taken_field
 
 LIST_NAMESPACE = "catalogue:list"
 
@@ -169,15 +170,11 @@ def _check_sku(kind: str, sku: str | None) -> None:
 
 def _check_unique(fields: dict[str, Any], exclude_id: str | None = None) -> None:
     """The clear message; the UNIQUE constraints still decide under concurrency."""
-    for name in ("code", "sku"):
-        value = fields.get(name)
-        if value is None:
-            continue
-        query = select(CatalogueItem.id).where(getattr(CatalogueItem, name) == value)
-        if exclude_id:
-            query = query.where(CatalogueItem.id != exclude_id)
-        if db.session.scalar(query) is not None:
-            raise Conflict(f"a catalogue item with {name} {value} already exists", errors={name: ["Already exists."]})
+    name = taken_field(CatalogueItem, fields, ("code", "sku"), exclude_id)
+    if name:
+        raise Conflict(
+            f"a catalogue item with {name} {fields[name]} already exists", errors={name: ["Already exists."]}
+        )
 
 
 def _commit(*codes: str) -> None:

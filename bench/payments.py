@@ -323,7 +323,7 @@ def stages(database_url: str, payment_ids: list[str], label: str) -> dict[str, f
     }
     print(
         f"  {label}, from the payment's commit: bonus consumer applied it p50 {result['applied_p50_ms']:.1f} ms "
-        f"p99 {result['applied_p99_ms']:.1f} ms; relay marked it sent p50 {result['marked_sent_p50_ms']:.1f} ms "
+        f"p99 {result['applied_p99_ms']:.1f} ms; relay took it p50 {result['marked_sent_p50_ms']:.1f} ms "
         f"p99 {result['marked_sent_p99_ms']:.1f} ms"
     )
     return result

@@ -280,7 +280,7 @@ class BrokerRelay:
                 if time.monotonic() > deadline:
                     raise TimeoutError("confirms did not come back")
                 self.connection.process_data_events(time_limit=0.1)  # woken by the last confirm
-            sent_ids = []
+            sent = 0
             for tag, (row, message_id) in batch.by_tag.items():
                 if tag in confirms.nacked:
                     confirms.nacked.discard(tag)
@@ -288,15 +288,15 @@ class BrokerRelay:
                 elif message_id in confirms.returned:
                     self._postpone(connection, row, f"unroutable: the broker returned {row.type!r} (no queue is bound)")
                 else:
-                    sent_ids.append(row.id)
+                    sent += 1
             confirms.returned.difference_update(message_id for _, message_id in batch.by_tag.values())
             connection.commit()
         except BaseException:
             self.outbox.release(connection, failed=True)
             raise
         self.outbox.release(connection)
-        metrics.count("published", len(sent_ids))
-        return len(sent_ids)
+        metrics.count("published", sent)
+        return sent
 
     def _postpone(self, connection: Connection, row: Row, error: str) -> None:
         """A returned or nacked row stays unsent and waits (see ``embedded.postpone``)."""

@@ -26,11 +26,10 @@ _COLUMNS = ("id", "user_id", "kind", "title", "body", "reference", "event_id", "
 # One statement per notification, the user's existence checked in it: a deleted user
 # (or none) is simply not told. Built once; Core, so the consumer's batch has no ORM
 # rows to flush for it.
+_VALUES = {name: bindparam(name, type_=Notification.__table__.c[name].type) for name in _COLUMNS}
 _NOTIFY_IF_THE_USER_EXISTS = insert(Notification.__table__).from_select(
     _COLUMNS,
-    select(*(bindparam(name, type_=Notification.__table__.c[name].type) for name in _COLUMNS)).where(
-        exists().where(User.__table__.c.id == bindparam("recipient"))
-    ),
+    select(*_VALUES.values()).where(exists().where(User.__table__.c.id == _VALUES["user_id"])),
 )
 
 
@@ -43,7 +42,6 @@ def notify(user_id: str | None, event: Event, title: str, body: str = "", refere
         {
             "id": new_id(),
             "user_id": user_id,
-            "recipient": user_id,
             "kind": event.type,
             "title": title,
             "body": body,

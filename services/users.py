@@ -36,13 +36,11 @@ def get_user(user_id: str) -> User:
     return user
 
 
-# Built once: services ask it where a missing user is an answer, not an error.
 _USER_EXISTS = select(User.id).where(User.id == bindparam("user_id")).execution_options(autoflush=False)
 
 
 def exists(user_id: str) -> bool:
-    """Whether the user is there, without loading it or flushing what the caller has
-    pending (a consumer batch flushes its rows together, once, at the end)."""
+    """Whether the user is there, without loading it or flushing what the caller has pending."""
     return db.session.scalar(_USER_EXISTS, {"user_id": user_id}) is not None
 
 

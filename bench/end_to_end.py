@@ -21,6 +21,7 @@ import gc
 import json
 import os
 import queue
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from http.client import HTTPConnection
 
-from bench.harness import ROOT, GunicornSettings, serve
+from bench.harness import ROOT, GunicornSettings, cpu_seconds_by_command, process_cpu_seconds, serve
 from bench.messaging_env import backbone, cores
 
 GOAL_P50_MS, GOAL_P99_MS = 15.0, 60.0
@@ -107,6 +108,20 @@ def drive(
     return results
 
 
+def cpu_snapshot(web_seconds: float, worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each part an event passes through, this load generator included."""
+    services = cpu_seconds_by_command(("postgres", "beam.smp", "redis-server"))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "web": web_seconds,
+        "worker": process_cpu_seconds(worker_pid),
+        "PostgreSQL": services["postgres"],
+        "RabbitMQ": services["beam.smp"],
+        "Redis": services["redis-server"],
+        "load generator": usage.ru_utime + usage.ru_stime,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=200.0)
@@ -148,7 +163,13 @@ def main() -> int:
                 # The load generator must not pause either: a full collection of this
                 # process (the app above included) held every sender for ~90 ms.
                 gc.freeze()
+                cpu_before = cpu_snapshot(server.cpu_seconds(), worker.pid)
                 results = drive(server.port, token, owner_id, args.rate, args.duration, args.connections)
+                time.sleep(0.5)  # the last events' relay and consumer work
+                cpu_used = {
+                    part: after - cpu_before[part]
+                    for part, after in cpu_snapshot(server.cpu_seconds(), worker.pid).items()
+                }
             created = {r["car_id"]: r for r in results if r["status"] == 201}
             deadline = time.monotonic() + 60
             with env.app.app_context():
@@ -202,6 +223,12 @@ def main() -> int:
             f"{label:34}{percentile(values, 0.5):>10.1f}{percentile(values, 0.99):>10.1f}"
             f"{statistics.fmean(values):>10.1f}"
         )
+    busy = sum(cpu_used.values()) / (args.duration + 0.5) / (os.cpu_count() or 1)
+    print(
+        "CPU per event, ms: "
+        + ", ".join(f"{part} {1000 * seconds / len(results):.2f}" for part, seconds in cpu_used.items())
+        + f"; total {1000 * sum(cpu_used.values()) / len(results):.2f} (the cores {busy:.0%} busy)"
+    )
     p50, p99 = percentile(effect, 0.5), percentile(effect, 0.99)
     print(f"event path adds p50 {p50 - percentile(response, 0.5):.1f} ms over the POST itself")
     if args.dump:

@@ -130,7 +130,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the master and its live workers have used so far."""
-        return sum(_process_cpu_seconds(pid) for pid in self.pids())
+        return sum(process_cpu_seconds(pid) for pid in self.pids())
 
     def load(self, paths: str | Sequence[str], **options: Any) -> LoadResult:
         """:func:`drive` against this server, with its CPU accounted."""
@@ -231,13 +231,29 @@ def _stat_fields(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()
 
 
-def _process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> float:
     try:
         fields_ = _stat_fields(pid)
     except OSError:
         return 0.0
     # utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
     return (int(fields_[11]) + int(fields_[12])) / CLOCK_TICKS
+
+
+def cpu_seconds_by_command(commands: Sequence[str]) -> dict[str, float]:
+    """CPU seconds so far of every process whose command name is one of ``commands``
+    (e.g. ``postgres``, ``beam.smp``), summed per name: services carhub only talks to."""
+    totals = dict.fromkeys(commands, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if name in totals:
+            totals[name] += process_cpu_seconds(int(entry.name))
+    return totals
 
 
 # ---------------------------------------------------------------- load

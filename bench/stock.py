@@ -134,7 +134,7 @@ def make_commands(app: Flask, label: str, count: int) -> list[Any]:
         # The skus exist already (steady state): every variant takes the same path.
         for n in range(SKUS):
             db.session.add(StockLevel(warehouse_id="main", sku=f"{label}-SKU-{n}", qty=0))
-        rows = []
+        event_ids: list[str] = []
         for n in range(count):
             # Per sku: +2, -1, +2, -1 ... never below zero in this order.
             action, qty = ("increase", 2) if (n // SKUS) % 2 == 0 else ("decrease", 1)
@@ -148,9 +148,10 @@ def make_commands(app: Flask, label: str, count: int) -> list[Any]:
                 issued_by=None,
             )
             db.session.add(command)
-            rows.append(record_event(f"stock.command.{action}", command.id, _command_event_data(command)))
+            event_ids.append(record_event(f"stock.command.{action}", command.id, _command_event_data(command)))
         db.session.flush()
-        for row in rows:
+        recorded = {row.id: row for row in db.session.scalars(db.select(OutboxMessage))}
+        for row in (recorded[event_id] for event_id in event_ids):
             deliveries.append(
                 Delivery(
                     queue="carhub.stock",

@@ -11,9 +11,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import insert
+
 from extensions import db
+from models.base import new_id
 from models.messaging import OutboxMessage
 from tracing import current_request_id
+
+# Built once: the statement's compiled form is cached on it.
+_INSERT_OUTBOX = insert(OutboxMessage.__table__)
 
 
 def record_event(
@@ -23,19 +29,27 @@ def record_event(
     *,
     source: str | None = None,
     event_id: str | None = None,
-) -> OutboxMessage:
-    """Add an event to the outbox of the current transaction (``data`` must be JSON-safe)."""
-    message = OutboxMessage(
-        type=type,
-        subject=subject,
-        data=jsonable(data),
-        source=source or f"carhub/{type.split('.', 1)[0]}",
-        correlation_id=current_request_id(),
+) -> str:
+    """Add an event to the outbox of the current transaction (``data`` must be JSON-safe)
+    and return its id.
+
+    One Core INSERT on the session's connection, at once: it joins the transaction (and
+    any savepoint) like an ORM row would, without the unit of work an ORM row costs at
+    flush, a tenth of a POST /cars. A duplicate ``event_id`` raises here, not at commit.
+    """
+    event_id = event_id or new_id()
+    db.session.connection().execute(
+        _INSERT_OUTBOX,
+        {
+            "id": event_id,
+            "type": type,
+            "subject": subject,
+            "data": jsonable(data),
+            "source": source or f"carhub/{type.split('.', 1)[0]}",
+            "correlation_id": current_request_id(),
+        },
     )
-    if event_id:
-        message.id = event_id
-    db.session.add(message)
-    return message
+    return event_id
 
 
 def jsonable(value: Any) -> Any:

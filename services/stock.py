@@ -276,14 +276,14 @@ def accept_movement(envelope: dict[str, Any]) -> dict[str, Any]:
     accepted = {"status": "accepted", "id": envelope["id"], "movement_id": data["movement_id"]}
     if db.session.get(OutboxMessage, envelope["id"]) is not None:
         return accepted
-    record_event(
-        f"stock.movement.{data['event']}",
-        envelope.get("subject") or data["movement_id"],
-        jsonable(data),
-        source=envelope["source"],
-        event_id=envelope["id"],
-    )
     try:
+        record_event(
+            f"stock.movement.{data['event']}",
+            envelope.get("subject") or data["movement_id"],
+            jsonable(data),
+            source=envelope["source"],
+            event_id=envelope["id"],
+        )
         db.session.commit()
     except IntegrityError:
         db.session.rollback()  # the same body, concurrently: already queued

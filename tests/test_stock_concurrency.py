@@ -15,14 +15,17 @@ from sqlalchemy import select
 from extensions import db
 from models.base import utcnow
 from models.messaging import OutboxMessage
+from tests.conftest import Api
 from tests.messaging_helpers import deliver, event_from_outbox
 from tests.stock_helpers import (
     STOCK_QUEUE,
+    WEBHOOK,
     bare_command,
     command,
     command_statuses,
     ledger_count,
     levels,
+    movement_cloudevent,
     outbox_types,
     qty_of,
 )
@@ -119,6 +122,14 @@ def test_racing_sides_of_many_movements_pair_up(app, staff):
     for n in range(10):
         movement = staff.get(f"/api/v1/movements/race-{n}").get_json()
         assert movement["status"] == "completed" and movement["quantity_difference"] == 0
+
+
+def test_the_same_movement_posted_to_the_webhook_at_once_is_accepted_every_time_and_queued_once(app, staff):
+    """Retries of one webhook call that overlap: each caller hears 202, the outbox holds it once."""
+    cloudevent = movement_cloudevent("departure", "mv-race", "WH-A", "P-RACE", 5)
+    answers = _race(app, [lambda: Api(app.test_client(), staff.token).post(WEBHOOK, json=cloudevent).status_code] * 8)
+    assert answers == [202] * 8
+    assert outbox_types().count("stock.movement.departure") == 1
 
 
 def test_the_driver_path_raises_what_sqlalchemy_would_and_drops_a_lost_connection(app, backend):

@@ -17,6 +17,7 @@ from services import cache, users
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from services.events import record_event
 from services.pagination import Page, paginate
+from services.rows import insert_row
 from services.uniqueness import taken_field
 
 SORTABLE = ("year", "make", "model", "price", "mileage_km", "created_at", "updated_at", "status")
@@ -98,11 +99,11 @@ def _filtered(filters: CarFilters) -> Select:
 
 
 def create_car(fields: dict[str, Any]) -> dict[str, Any]:
-    car = Car(**fields)
-    db.session.add(car)
-    _flush(fields)
-    data = snapshot(car)
-    record_event("car.created", car.id, data)
+    try:
+        data = insert_row(Car, fields)
+    except IntegrityError as exc:
+        raise _refusal(fields, None) from exc
+    record_event("car.created", data["id"], data)
     _commit(fields)
     return data
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from http.client import HTTPConnection
 
 from bench.harness import ROOT, GunicornSettings, cpu_seconds_by_command, process_cpu_seconds, serve
-from bench.messaging_env import backbone, cores
+from bench.messaging_env import backbone, cores, host_speed
 
 GOAL_P50_MS, GOAL_P99_MS = 15.0, 60.0
 
@@ -229,6 +229,7 @@ def main() -> int:
         + ", ".join(f"{part} {1000 * seconds / len(results):.2f}" for part, seconds in cpu_used.items())
         + f"; total {1000 * sum(cpu_used.values()) / len(results):.2f} (the cores {busy:.0%} busy)"
     )
+    print(f"after the run: {host_speed()}")
     p50, p99 = percentile(effect, 0.5), percentile(effect, 0.99)
     print(f"event path adds p50 {p50 - percentile(response, 0.5):.1f} ms over the POST itself")
     if args.dump:

@@ -8,6 +8,7 @@ and the topology, and yields an :class:`Env` with the app and the URLs.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,4 +98,18 @@ def depth(url: str, queue: str) -> int:
 
 
 def cores() -> str:
-    return f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+    return f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {host_speed()}"
+
+
+def host_speed() -> str:
+    """How fast this host runs plain Python right now: the CPU time of a fixed loop.
+
+    The machines here share their cores with neighbours: on an idle machine this loop
+    took from 61 to 127 ms of CPU within a minute (2026-12-01), and every process of a
+    benchmark slows down with it. A run's figures compare only with runs taken at a
+    similar reference."""
+    started = time.process_time()
+    total = 0
+    for n in range(3_000_000):
+        total += n
+    return f"reference loop {1000 * (time.process_time() - started):.0f} ms of CPU"

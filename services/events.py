@@ -18,7 +18,7 @@ from models.base import new_id
 from models.messaging import OutboxMessage
 from tracing import current_request_id
 
-# Built once: the statement's compiled form is cached on it.
+# Built once, not per event.
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 
 
@@ -35,7 +35,7 @@ def record_event(
 
     One Core INSERT on the session's connection, at once: it joins the transaction (and
     any savepoint) like an ORM row would, without the unit of work an ORM row costs at
-    flush, a tenth of a POST /cars. A duplicate ``event_id`` raises here, not at commit.
+    flush, about an eighth of a POST /cars. A duplicate ``event_id`` raises here, not at commit.
     """
     event_id = event_id or new_id()
     db.session.connection().execute(

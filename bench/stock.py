@@ -150,7 +150,8 @@ def make_commands(app: Flask, label: str, count: int) -> list[Any]:
             db.session.add(command)
             event_ids.append(record_event(f"stock.command.{action}", command.id, _command_event_data(command)))
         db.session.flush()
-        recorded = {row.id: row for row in db.session.scalars(db.select(OutboxMessage))}
+        just_recorded = db.select(OutboxMessage).where(OutboxMessage.id.in_(event_ids))
+        recorded = {row.id: row for row in db.session.scalars(just_recorded)}
         for row in (recorded[event_id] for event_id in event_ids):
             deliveries.append(
                 Delivery(
